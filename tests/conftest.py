@@ -1,0 +1,33 @@
+"""Shared test fixtures: where the fidelity kit lives, and seed-0 checkpoints written in official formats."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("MC2EXPORT_REFERENCE", REPO.parent / "shared" / "reference")).resolve()
+
+
+def _require_reference() -> Path:
+    if not (REFERENCE / "detweights.py").is_file():
+        pytest.fail(
+            f"fidelity kit not found at {REFERENCE}: set MC2EXPORT_REFERENCE to the shared/reference folder",
+            pytrace=False,
+        )
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    return _require_reference()
+
+
+@pytest.fixture(scope="session")
+def detweights(reference):
+    sys.path.insert(0, str(reference))
+    import detweights as mod  # the kit's deterministic weight generator
+
+    return mod
