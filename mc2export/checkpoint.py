@@ -192,10 +192,63 @@ def _apple_vit_image(sd: StateDict) -> StateDict:
     return out
 
 
-def map_apple_v1_text(sd: StateDict) -> StateDict:
-    from .text import map_apple_v1_text as _map  # moved here once the text tower settles
+_APPLE_ATTN_BLOCK = [
+    ("pre_norm_mha.0.", "ln_1."),
+    ("pre_norm_mha.1.qkv_proj.weight", "attn.in_proj_weight"),
+    ("pre_norm_mha.1.qkv_proj.bias", "attn.in_proj_bias"),
+    ("pre_norm_mha.1.out_proj.", "attn.out_proj."),
+    ("pre_norm_ffn.0.", "ln_2."),
+    ("pre_norm_ffn.1.", "mlp.c_fc."),
+    ("pre_norm_ffn.4.", "mlp.c_proj."),
+]
+_APPLE_BLOCK_RE = re.compile(r"^transformer\.(\d+)\.(.+)$")
 
-    return _map(sd)
+
+def _map_apple_block_rest(rest: str) -> str:
+    for old, new in _APPLE_ATTN_BLOCK:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    for a, b in _APPLE_FASTVIT_RENAMES:  # MCt's RepMixer blocks use the FastViT names
+        rest = rest.replace(a, b)
+    return re.sub(r"layer_scale$", "layer_scale.gamma", rest)
+
+
+def map_apple_v1_text(sd: StateDict) -> StateDict:
+    """Apple v1 ``text_encoder.*`` entries -> canonical ``text.*`` entries (others are ignored).
+
+    ``embedding_layer`` -> ``token_embedding``; ``positional_embedding.pos_embed.pos_embed`` (1,1,L,W)
+    -> ``positional_embedding`` (L,W); ``final_layer_norm`` -> ``ln_final``; ``projection_layer`` (W,E)
+    -> ``text_projection`` (W,E, still used as ``x @ W``); attention blocks ``transformer.{i}``:
+    ``pre_norm_mha.0`` -> ``ln_1``, ``pre_norm_mha.1.qkv_proj`` -> ``attn.in_proj_*`` (same q,k,v row
+    order), ``pre_norm_mha.1.out_proj`` -> ``attn.out_proj``, ``pre_norm_ffn.{0,1,4}`` ->
+    ``ln_2`` / ``mlp.c_fc`` / ``mlp.c_proj``; MCt RepMixer blocks: ``rbr_skip`` -> ``identity``,
+    ``rbr_conv`` -> ``conv_kxk``, ``rbr_scale`` -> ``conv_scale``, ``convffn`` -> ``mlp``,
+    ``layer_scale`` -> ``layer_scale.gamma``; all under ``transformer.resblocks.{i}``.
+    Pure: returns a new dict, tensors are not copied except where reshaped (a view).
+    """
+    out: StateDict = {}
+    prefix = "text_encoder."
+    for key, value in sd.items():
+        if not key.startswith(prefix):
+            continue
+        k = key[len(prefix):]
+        if k == "embedding_layer.weight":
+            new = "token_embedding.weight"
+        elif k == "positional_embedding.pos_embed.pos_embed":
+            new = "positional_embedding"
+            value = value.reshape(value.shape[-2], value.shape[-1])
+        elif k.startswith("final_layer_norm."):
+            new = "ln_final." + k[len("final_layer_norm."):]
+        elif k == "projection_layer":
+            new = "text_projection"
+        else:
+            m = _APPLE_BLOCK_RE.match(k)
+            if m:
+                new = f"transformer.resblocks.{m.group(1)}.{_map_apple_block_rest(m.group(2))}"
+            else:
+                new = k  # unknown entry: keep it (renamed prefix) so that strict loading reports it
+        out["text." + new] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------------ strict load
