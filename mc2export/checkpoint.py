@@ -256,7 +256,7 @@ def mismatches(expected: Dict[str, torch.Size], sd: StateDict) -> Tuple[List[str
     """(missing keys, unexpected keys, 'key (file A vs model B)' shape mismatches)."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
-    shapes = [f"{k} (file {_shape(sd[k])} vs model {_shape(expected[k])})"
+    shapes = [f"{k} (file {_shape(sd[k].shape)} vs model {_shape(expected[k])})"
               for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k])]
     return missing, unexpected, shapes
 
