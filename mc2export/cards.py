@@ -33,6 +33,34 @@ def _load_all() -> Dict[str, Card]:
     return cards
 
 
+_EXTRA: Dict[str, Card] = {}  # cards registered at run time (custom students, test cards)
+
+REQUIRED_KEYS = ("id", "name", "resolution", "embed_dim", "image", "text", "preprocess", "weights", "paper")
+
+
+def register_card(card: Card) -> str:
+    """Make a custom card (e.g. a small student for training) usable by id; returns the id."""
+    missing = [k for k in REQUIRED_KEYS if k not in card]
+    if missing:
+        raise UserError(f"card {card.get('id', '?')!r} lacks {', '.join(missing)}: copy a card from models/ "
+                        "and edit it")
+    if card["id"] in _load_all() and _load_all()[card["id"]] != card:
+        raise UserError(f"card id {card['id']!r} is a built-in variant: give your card another id")
+    _EXTRA[card["id"]] = json.loads(json.dumps(card))
+    _aliases.cache_clear()
+    return card["id"]
+
+
+def load_card_file(path) -> str:
+    """Register the card in a JSON file; returns its id."""
+    p = Path(path)
+    try:
+        card = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read card '{p}': {e}") from None
+    return register_card(card)
+
+
 def _normalize(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -40,7 +68,7 @@ def _normalize(name: str) -> str:
 @lru_cache(maxsize=1)
 def _aliases() -> Dict[str, str]:
     table = {}
-    for vid, card in _load_all().items():
+    for vid, card in {**_load_all(), **_EXTRA}.items():
         for name in [vid, card["name"], *card.get("aliases", [])]:
             table[_normalize(name)] = vid
     return table
@@ -62,7 +90,12 @@ def resolve_variant(name: str) -> str:
 
 def get_card(name: str) -> Card:
     """The card of a variant (a fresh copy: callers may modify it)."""
-    return json.loads(json.dumps(_load_all()[resolve_variant(name)]))
+    vid = resolve_variant(name)
+    return json.loads(json.dumps(_EXTRA.get(vid) or _load_all()[vid]))
+
+
+def is_builtin(vid: str) -> bool:
+    return vid in _load_all()
 
 
 def image_config(card: Card, layout: str | None = None) -> Dict[str, Any]:

@@ -9,6 +9,7 @@ Layouts read:
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -285,6 +286,10 @@ def save_checkpoint(model, path: str | os.PathLike) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": "mc2export", "mc2export_version": __version__, "variant": model.variant,
             "layout": model.layout, "folded": model.folded or "", "towers": ",".join(model.towers)}
+    from .cards import get_card, is_builtin
+
+    if not is_builtin(model.variant):  # a custom card travels inside the file
+        meta["card"] = json.dumps(get_card(model.variant))
     tmp = p.with_name(p.name + ".tmp")
     try:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)

@@ -1,6 +1,7 @@
 """``create_model``: a variant's model from a checkpoint file, the Hugging Face hub, or random weights."""
 from __future__ import annotations
 
+import json
 import os
 from typing import Dict, Optional
 
@@ -51,6 +52,8 @@ def _from_file(variant: Optional[str], path) -> CLIPModel:
     sd = to_canonical(raw, layout)
     towers = ("image", "text") if has_text(sd) else ("image",)
     if layout == "mc2export":
+        if meta.get("card"):
+            cards.register_card(json.loads(meta["card"]))
         saved = meta.get("variant")
         if variant is not None and saved and cards.resolve_variant(variant) != saved:
             raise UserError(f"checkpoint '{path}' holds {saved}, not {cards.resolve_variant(variant)}: "

@@ -212,3 +212,21 @@ def test_image_only_checkpoint(reference, detweights, tmp_path):
     assert model.towers == ("image",) and model.text is None
     with pytest.raises(UserError, match="image-only checkpoint"):
         model.encode_text(mc2export.tokenize(["x"]))
+
+
+def test_custom_card_travels_with_its_checkpoint(tmp_path):
+    from mc2export import cards
+
+    card = mc2export.get_card("s0")
+    card.update(id="tiny-zoo-test", name="Tiny zoo test", aliases=[], embed_dim=64)
+    card["image"].update(layers=[1, 1, 1, 1], embed_dims=[16, 32, 64, 128])
+    card["text"].update(width=64, heads=2, layers=2)
+    cards.register_card(card)
+    model = mc2export.create_model("tiny-zoo-test")
+    path = mc2export.save_checkpoint(model, tmp_path / "tiny.safetensors")
+    cards._EXTRA.pop("tiny-zoo-test")
+    cards._aliases.cache_clear()
+    loaded = mc2export.create_model(checkpoint=path)  # re-registers the card from the file
+    assert loaded.variant == "tiny-zoo-test" and loaded.embed_dim == 64
+    with pytest.raises(UserError, match="built-in variant"):
+        cards.register_card(dict(mc2export.get_card("s2"), id="mobileclip2-s0"))
