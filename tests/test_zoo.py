@@ -204,6 +204,9 @@ def test_wrapped_and_prefixed_pt(s0_file, tmp_path):
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3}, p)
     model = mc2export.create_model("s0", checkpoint=p)
     assert torch.equal(model.logit_scale, sd["logit_scale"])
+    b = tmp_path / "open_clip_pytorch_model.bin"  # open_clip's .bin: a plain pickled state dict
+    torch.save(sd, b)
+    assert torch.equal(mc2export.create_model("s0", checkpoint=b).logit_scale, sd["logit_scale"])
 
 
 def test_image_only_checkpoint(reference, detweights, tmp_path):
