@@ -15,7 +15,7 @@ is SDPA's ``is_causal`` (nothing persistent), pooling gathers with ``x[arange(B)
 ``tokens [B, L]`` int64 or int32 with ``L <= context_length``; output: ``[B, embed_dim]``
 unnormalized features.
 
-:func:`map_apple_v1_text` renames an Apple v1 checkpoint's ``text_encoder.*`` entries to our
+:func:`mc2export.checkpoint.map_apple_v1_text` renames an Apple v1 checkpoint's ``text_encoder.*`` entries to our
 canonical ``text.*`` names (the open_clip names, extended for MCt's RepMixer blocks).
 """
 from __future__ import annotations
