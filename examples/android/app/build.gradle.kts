@@ -1,0 +1,76 @@
+plugins {
+    id("com.android.application")
+    id("org.jetbrains.kotlin.android")
+    id("org.jetbrains.kotlin.plugin.compose")
+}
+
+// -Pmc2.runtime=executorch (default) | onnx: which runtime (and which bundle format) the app is built for.
+val mc2Runtime = (project.findProperty("mc2.runtime") as String? ?: "executorch").trim()
+require(mc2Runtime == "executorch" || mc2Runtime == "onnx") {
+    "mc2.runtime must be executorch or onnx, got '$mc2Runtime'"
+}
+
+android {
+    namespace = "com.mc2export.demo"
+    compileSdk = 35
+
+    defaultConfig {
+        applicationId = "com.mc2export.demo"
+        minSdk = 26
+        targetSdk = 35
+        versionCode = 1
+        versionName = "0.1.0"
+        buildConfigField("String", "MC2_RUNTIME", "\"$mc2Runtime\"")
+        buildConfigField("String", "RUNTIME_VERSION",
+            "\"" + (if (mc2Runtime == "executorch") project.property("executorch.version") else project.property("onnxruntime.version")) + "\"")
+        ndk { abiFilters += listOf("arm64-v8a", "x86_64") }
+    }
+
+    sourceSets["main"].java.srcDirs("src/main/kotlin", "src/$mc2Runtime/kotlin")
+
+    buildTypes {
+        release {
+            isMinifyEnabled = false
+        }
+    }
+    buildFeatures {
+        compose = true
+        buildConfig = true
+    }
+    compileOptions {
+        sourceCompatibility = JavaVersion.VERSION_17
+        targetCompatibility = JavaVersion.VERSION_17
+    }
+    kotlinOptions { jvmTarget = "17" }
+    // Bundles can be packaged as assets (app/src/main/assets/bundle/): keep the model files uncompressed.
+    androidResources { noCompress += listOf("pte", "onnx", "json", "txt") }
+    packaging { jniLibs { useLegacyPackaging = true } }
+}
+
+dependencies {
+    implementation(project(":shared"))
+
+    implementation(platform("androidx.compose:compose-bom:2024.12.01"))
+    implementation("androidx.compose.ui:ui")
+    implementation("androidx.compose.material3:material3")
+    implementation("androidx.compose.ui:ui-tooling-preview")
+    implementation("androidx.activity:activity-compose:1.9.3")
+    implementation("androidx.lifecycle:lifecycle-runtime-compose:2.8.7")
+    implementation("androidx.exifinterface:exifinterface:1.3.7")
+    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.9.0")
+
+    val camerax = "1.4.1"
+    implementation("androidx.camera:camera-core:$camerax")
+    implementation("androidx.camera:camera-camera2:$camerax")
+    implementation("androidx.camera:camera-lifecycle:$camerax")
+    implementation("androidx.camera:camera-view:$camerax")
+
+    if (mc2Runtime == "executorch") {
+        // From Maven Central; its POM brings fbjni and soloader. With a locally built executorch.aar use
+        // implementation(files("libs/executorch.aar")) and add those two as ExecuTorch's Android docs say.
+        implementation("org.pytorch:executorch-android:${project.property("executorch.version")}")
+    } else {
+        implementation("com.microsoft.onnxruntime:onnxruntime-android:${project.property("onnxruntime.version")}")
+    }
+    debugImplementation("androidx.compose.ui:ui-tooling")
+}

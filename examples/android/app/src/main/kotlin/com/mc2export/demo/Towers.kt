@@ -1,0 +1,27 @@
+package com.mc2export.demo
+
+import java.io.File
+
+/** The image tower: float32 [1, 3, R, R] in, embedding out. */
+interface ImageTower : AutoCloseable {
+    fun embed(input: FloatArray, resolution: Int): FloatArray
+}
+
+/** The text tower: int32 [1, contextLength] token row in, embedding out. */
+interface TextTower : AutoCloseable {
+    fun embed(tokens: IntArray): FloatArray
+}
+
+/**
+ * What each runtime source set provides (src/executorch/kotlin or src/onnx/kotlin, chosen by the Gradle
+ * property mc2.runtime): an object named RuntimeBackend with these members.
+ */
+interface Backend {
+    /** The bundle runtime this build runs ("executorch" | "onnx"), checked against config.json. */
+    val bundleRuntime: String
+    /** The runtime's name in benchmark documents ("executorch" | "onnxruntime"). */
+    val reportName: String
+    val version: String
+    fun openImage(file: File, threads: Int?): ImageTower
+    fun openText(file: File, threads: Int?): TextTower
+}

@@ -1,0 +1,178 @@
+import XCTest
+@testable import MC2Core
+#if canImport(ImageIO)
+import ImageIO
+#endif
+
+/// The Swift ports against examples/shared/vectors -- the same checks as the Kotlin JUnit tests.
+/// Tokenizer files: $MC2_VOCAB (a folder with vocab.json + merges.txt, e.g. any bundle) or
+/// <vectors>/tokenizer/ (`mc2export app-vectors --out DIR --tokenizer`).
+final class VectorTests: XCTestCase {
+    static let vectors: URL = {
+        if let p = ProcessInfo.processInfo.environment["MC2_VECTORS"] { return URL(fileURLWithPath: p) }
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("shared/vectors")
+    }()
+
+    func json(_ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: Self.vectors.appendingPathComponent(name))
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    func tokenizer() throws -> ClipTokenizer {
+        let env = ProcessInfo.processInfo.environment["MC2_VOCAB"].map { URL(fileURLWithPath: $0) }
+        let dir = env ?? Self.vectors.appendingPathComponent("tokenizer")
+        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("vocab.json").path) else {
+            throw XCTSkip("no vocab.json/merges.txt: set MC2_VOCAB or run `mc2export app-vectors --out <vectors> --tokenizer`")
+        }
+        return try ClipTokenizer.fromFiles(vocab: Data(contentsOf: dir.appendingPathComponent("vocab.json")),
+                                           merges: String(contentsOf: dir.appendingPathComponent("merges.txt"), encoding: .utf8))
+    }
+
+    func testTokenizerMatchesPython() throws {
+        let tok = try tokenizer()
+        let texts = try XCTUnwrap(try json("text.json")["texts"] as? [[String: Any]])
+        var failures: [String] = []
+        for t in texts {
+            let text = t["text"] as! String
+            let exact = t["exact"] as! Bool
+            let expected = ((exact ? t["ids"] : t["portable_ids"]) as! [NSNumber]).map { $0.int32Value }
+            let clean = (exact ? t["clean"] : t["portable_clean"]) as! String
+            let got = tok.tokenize(text)
+            if got.ids != expected { failures.append("\(text.debugDescription): ids \(got.ids) != \(expected)") }
+            if Array(TextCleaner.clean(text).unicodeScalars) != Array(clean.unicodeScalars) {
+                failures.append("\(text.debugDescription): clean '\(TextCleaner.clean(text))' != '\(clean)'")
+            }
+            if got.row.count != 77 { failures.append("row length") }
+        }
+        XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
+    }
+
+    func testTemplatesAreThePythonOnes() throws {
+        let tpl = try XCTUnwrap(try json("text.json")["templates"] as? [String: [String]])
+        XCTAssertEqual(tpl["openai"], ZeroShot.openaiTemplates)
+        XCTAssertEqual(tpl["simple"], ZeroShot.simpleTemplates)
+    }
+
+    func testNormalizationMatchesTorch() throws {
+        let table = try json("normalize.json")
+        for set in ["zero_one", "openai"] {
+            let t = table[set] as! [String: Any]
+            let mean = (t["mean"] as! [NSNumber]).map { $0.floatValue }, std = (t["std"] as! [NSNumber]).map { $0.floatValue }
+            let values = t["values"] as! [[NSNumber]]
+            for b in 0..<256 {
+                let out = Preprocess.toNormalizedCHW(CroppedImage(size: 1, rgb: [UInt8(b), UInt8(b), UInt8(b)]), mean: mean, std: std)
+                for c in 0..<3 { XCTAssertEqual(out[c], values[c][b].floatValue, "\(set) c=\(c) b=\(b)") }
+            }
+        }
+    }
+
+    func testOrientations() throws {
+        let o = try json("orientation.json")
+        let input = o["input"] as! [String: Any]
+        let size = (input["size"] as! [NSNumber]).map { $0.intValue }
+        let px = (input["pixels"] as! [[NSNumber]]).map { p in 0xFF00_0000 | UInt32(p[0].intValue) << 16 | UInt32(p[1].intValue) << 8 | UInt32(p[2].intValue) }
+        let img = RGBAImage(width: size[0], height: size[1], pixels: px)
+        for case_ in o["cases"] as! [[String: Any]] {
+            let out = ExifOrientation.apply(img, (case_["orientation"] as! NSNumber).intValue)
+            let exp = (case_["pixels"] as! [[NSNumber]]).map { p in 0xFF00_0000 | UInt32(p[0].intValue) << 16 | UInt32(p[1].intValue) << 8 | UInt32(p[2].intValue) }
+            XCTAssertEqual(out.pixels, exp)
+        }
+        for f in o["files"] as! [[String: Any]] {
+            let bytes = try [UInt8](Data(contentsOf: Self.vectors.appendingPathComponent("images/\(f["file"] as! String)")))
+            XCTAssertEqual(ExifOrientation.read(bytes), (f["orientation"] as! NSNumber).intValue, f["file"] as! String)
+        }
+    }
+
+    #if canImport(ImageIO)
+    /// Decode a PNG without colour management or premultiplication (the decoded provider bytes).
+    func readPNG(_ url: URL) throws -> RGBAImage {
+        let src = try XCTUnwrap(CGImageSourceCreateWithURL(url as CFURL, nil))
+        let cg = try XCTUnwrap(CGImageSourceCreateImageAtIndex(src, 0, [kCGImageSourceShouldCache: false] as CFDictionary))
+        let data = try XCTUnwrap(cg.dataProvider?.data) as Data
+        let bpp = cg.bitsPerPixel / 8
+        XCTAssert(cg.bitsPerComponent == 8 && (bpp == 3 || bpp == 4), "unexpected PNG layout")
+        let info = cg.alphaInfo
+        let little = cg.bitmapInfo.contains(.byteOrder32Little)
+        let alphaFirst = [.first, .premultipliedFirst, .noneSkipFirst].contains(info)
+        let hasAlpha = [.first, .last, .premultipliedFirst, .premultipliedLast].contains(info)
+        XCTAssert(![.premultipliedFirst, .premultipliedLast].contains(info), "premultiplied PNG decode: values would be rounded")
+        var px = [UInt32](repeating: 0, count: cg.width * cg.height)
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            for y in 0..<cg.height {
+                for x in 0..<cg.width {
+                    let o = y * cg.bytesPerRow + x * bpp
+                    var q = (0..<bpp).map { raw[o + $0] }
+                    if bpp == 4 && little { q.reverse() }
+                    var r = q[0], g = q[1], b = q[2], a: UInt8 = 255
+                    if bpp == 4 {
+                        if alphaFirst { a = q[0]; r = q[1]; g = q[2]; b = q[3] } else { a = q[3] }
+                        if !hasAlpha { a = 255 }
+                    }
+                    px[y * cg.width + x] = UInt32(a) << 24 | UInt32(r) << 16 | UInt32(g) << 8 | UInt32(b)
+                }
+            }
+        }
+        return RGBAImage(width: cg.width, height: cg.height, pixels: px, hasAlpha: hasAlpha)
+    }
+
+    func testPreprocessingMatchesPythonByteForByte() throws {
+        let images = try json("images.json")
+        var failures: [String] = []
+        for c in images["cases"] as! [[String: Any]] {
+            let name = c["image"] as! String
+            let url = Self.vectors.appendingPathComponent("images/\(name)")
+            let orient = ExifOrientation.read([UInt8](try Data(contentsOf: url)))
+            let interp = Interpolation(rawValue: c["interpolation"] as! String)!
+            let crop = Preprocess.prepare(try readPNG(url), orientation: orient, resolution: (c["resolution"] as! NSNumber).intValue,
+                                          interpolation: interp)
+            let expected = try readPNG(Self.vectors.appendingPathComponent("images/\(c["crop_png"] as! String)"))
+            var diff = 0
+            for i in 0..<(crop.size * crop.size) {
+                let p = expected.pixels[i]
+                if crop.rgb[i * 3] != UInt8((p >> 16) & 0xFF) || crop.rgb[i * 3 + 1] != UInt8((p >> 8) & 0xFF) || crop.rgb[i * 3 + 2] != UInt8(p & 0xFF) { diff += 1 }
+            }
+            if diff > 0 { failures.append("\(name) @ \(c["resolution"]!) \(interp): \(diff) pixels differ") }
+        }
+        XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
+    }
+    #endif
+
+    func testLabelsAndTruncation() throws {
+        if case .success(let l) = ZeroShot.parseLabels(" cat, dog ,\n red   car ,, ") { XCTAssertEqual(l, ["cat", "dog", "red car"]) } else { XCTFail() }
+        if case .failure(let e) = ZeroShot.parseLabels(" , ") { XCTAssert(e.message.contains("at least one label")) } else { XCTFail() }
+        if case .failure(let e) = ZeroShot.parseLabels("cat, cat") { XCTAssert(e.message.contains("twice")) } else { XCTFail() }
+        let tok = try tokenizer()
+        let long = (1...100).map { "word\($0)" }.joined(separator: " ")
+        let p = ZeroShot.prompts(["cat", long], ZeroShot.simpleTemplates, tok)
+        XCTAssertEqual(p.filter { $0.tokens.truncated }.count, 7)
+        XCTAssertNotNil(ZeroShot.truncationWarning(p, contextLength: 77))
+    }
+
+    func testBundleConfigErrors() throws {
+        func cfg(_ edit: (inout [String: Any]) -> Void) throws -> Data {
+            var c: [String: Any] = ["format": "mc2export-bundle", "bundle_version": 1, "runtime": "coreml", "variant": "mobileclip2-s0",
+                                    "batch": 1, "preprocess": ["resolution": 256, "resize": "shortest", "crop": "center",
+                                                               "interpolation": "bilinear", "mean": [0, 0, 0], "std": [1, 1, 1]],
+                                    "embed_dim": 512, "logit_scale": 100.0,
+                                    "models": ["image": ["file": "image.mlpackage", "input": ["type": "ImageType"]],
+                                               "text": ["file": "text.mlpackage"]]]
+            edit(&c)
+            return try JSONSerialization.data(withJSONObject: c)
+        }
+        let ok = try BundleConfig.parse(cfg { _ in }, expectedRuntime: "coreml")
+        XCTAssertEqual(ok.imageInput, .pixelBuffer)
+        XCTAssertEqual(ok.contextLength, 77)
+        func expectError(_ data: Data, _ fragment: String) {
+            XCTAssertThrowsError(try BundleConfig.parse(data, expectedRuntime: "coreml")) { e in
+                XCTAssert("\(e)".contains(fragment), "\(e) lacks \(fragment)")
+            }
+        }
+        expectError(Data("{ not json".utf8), "not valid JSON")
+        expectError(try cfg { $0["format"] = "x" }, "not an mc2export bundle")
+        expectError(try cfg { $0["runtime"] = "onnx" }, "mc2export coreml")
+        expectError(try cfg { $0["batch"] = 4 }, "--batch 1")
+        expectError(try cfg { $0["models"] = ["image": ["file": "image.onnx"]] }, "not a .mlpackage model")
+    }
+}
