@@ -1,0 +1,215 @@
+"""The bundle directory: atomic creation, checksums, ``config.json`` and ``validation.json``.
+
+A bundle is built in a hidden temporary directory next to ``--out`` (same filesystem) and renamed into
+place only after every model was exported and validated; any exception -- a validation failure, a
+``UserError``, Ctrl-C (``KeyboardInterrupt``) -- removes the temporary directory, so ``--out`` never
+holds half a bundle. With ``--force`` an existing ``--out`` is first renamed aside and deleted only
+after the new bundle is in place. The format is documented in ``docs/bundle.md``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from ..errors import UserError
+
+BUNDLE_FORMAT = "mc2export-bundle"
+BUNDLE_VERSION = 1
+_TMP_PREFIX = ".mc2export-tmp-"
+
+
+def check_out(out: Path, force: bool) -> Path:
+    """Fail early (``UserError``) when ``out`` cannot receive a bundle. Returns the absolute path."""
+    out = Path(out).expanduser()
+    out = out.absolute()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' exists and is not a directory: choose another path")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"--out '{out}' exists and is not empty: pass --force to replace it, or choose another path")
+    parent = out.parent
+    probe = parent
+    while not probe.exists():  # the first existing ancestor decides whether we can create the parents
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to --out '{out}': '{probe}' is not a writable directory")
+    if out.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot replace --out '{out}': its folder '{parent}' is not writable")
+    return out
+
+
+class AtomicDir:
+    """``with AtomicDir(out, force) as tmp:`` build in ``tmp``; on success ``out`` is replaced atomically."""
+
+    def __init__(self, out: Path, force: bool):
+        self.out = check_out(out, force)
+        self.force = force
+        self.tmp: Optional[Path] = None
+
+    def __enter__(self) -> Path:
+        parent = self.out.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{self.out.name}-", dir=parent))
+        except OSError as e:
+            raise UserError(f"cannot write to --out '{self.out}': {e.strerror or e}") from None
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.cleanup()
+            return False
+        try:
+            self._commit()
+        except BaseException:
+            self.cleanup()
+            raise
+        return False
+
+    def cleanup(self) -> None:
+        if self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = None
+
+    def _commit(self) -> None:
+        assert self.tmp is not None
+        _normal_permissions(self.tmp)
+        old = None
+        if self.out.exists():
+            if any(self.out.iterdir()) and not self.force:  # appeared while we were exporting
+                raise UserError(f"--out '{self.out}' was filled while exporting: pass --force or choose another path")
+            old = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{self.out.name}-", dir=self.out.parent))
+            os.replace(self.out, old / "bundle")
+        try:
+            os.replace(self.tmp, self.out)
+        except OSError as e:
+            if old is not None:  # put the previous bundle back
+                os.replace(old / "bundle", self.out)
+                shutil.rmtree(old, ignore_errors=True)
+            raise UserError(f"cannot move the bundle into '{self.out}': {e.strerror or e}") from None
+        self.tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _normal_permissions(root: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries: give the bundle the usual umask-based modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for p in root.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def file_table(root: Path, exclude: Iterable[str] = ("config.json",)) -> Dict[str, dict]:
+    """``{relative posix path: {"sha256", "bytes"}}`` of every file under ``root`` (directories such as
+    ``.mlpackage`` are listed file by file), sorted."""
+    root = Path(root)
+    skip = set(exclude)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if rel in skip:
+                continue
+            out[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return out
+
+
+def path_size(p: Path) -> int:
+    p = Path(p)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
+
+
+def tool_versions(extra: Iterable[str] = ()) -> Dict[str, str]:
+    """Versions of Python, the platform and every tool that took part (those installed)."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    out = {"mc2export": __version__, "python": platform.python_version(),
+           "platform": f"{platform.system()} {platform.release()} {platform.machine()}"}
+    for dist in ("torch", "numpy", *extra):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json(path: Path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n",
+                          encoding="utf-8")
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def verify_bundle(folder: Path) -> dict:
+    """Re-hash every file listed in ``config.json``; raise ``UserError`` on a missing/changed/extra file.
+    Returns the config."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"'{folder}' is not an mc2export bundle: no config.json")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    listed = cfg.get("files", {})
+    actual = file_table(folder)
+    missing = sorted(set(listed) - set(actual))
+    extra = sorted(set(actual) - set(listed))
+    changed = sorted(k for k in set(listed) & set(actual) if listed[k]["sha256"] != actual[k]["sha256"])
+    if missing or extra or changed:
+        raise UserError(f"bundle '{folder}' does not match its config.json: missing {missing[:3]}, "
+                        f"extra {extra[:3]}, changed {changed[:3]}")
+    return cfg
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def remove_tree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)
+
+
+__all__ = ["AtomicDir", "check_out", "sha256_file", "file_table", "path_size", "tool_versions", "write_json",
+           "now_iso", "verify_bundle", "human_bytes", "BUNDLE_FORMAT", "BUNDLE_VERSION"]

@@ -1,0 +1,73 @@
+"""``mc2export onnx | coreml | executorch``: the export commands (registered by :mod:`mc2export.cli`).
+
+Progress goes to stderr, the closing summary table to stdout. Exit codes: 0 done; 2 bad input
+(``UserError``, one line, nothing written); 3 the exported model failed validation (the figures and
+tolerance are printed, nothing written); 130 interrupted (nothing written).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+_HELP = {
+    "onnx": "Export to ONNX (opset 18, ONNX Runtime incl. Mobile), validated in onnxruntime.",
+    "coreml": "Export to Core ML (ML program, iOS17/macOS14, ImageType input), validated (prediction on macOS).",
+    "executorch": "Export to ExecuTorch (.pte, XNNPACK delegate), validated in ExecuTorch's runtime.",
+}
+_PRECISION_HELP = {
+    "onnx": "fp32, fp16 (fp16 weights+compute, fp32 I/O) or int8 (onnxruntime dynamic quantization)",
+    "coreml": "fp32, fp16, int8 (int8 weights, fp16 compute), pal6 / pal4 (6- / 4-bit k-means palettized weights)",
+    "executorch": "fp32, fp16 or int8 (XNNPACK PT2E: static image / dynamic text)",
+}
+
+
+def _make(fmt: str, command):
+    @command(fmt, help=_HELP[fmt])
+    def run(
+        variant: str = typer.Option(..., "--variant", "-v", help="Variant id or short name (s0, s2, b, s3, s4, l14, "
+                                                                "mobileclip-s0, ...)."),
+        pretrained: bool = typer.Option(False, "--pretrained", help="Weights from the Hugging Face hub (the default "
+                                                                    "when no other source is given)."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights from a local checkpoint file "
+                                                                            "(open_clip, Apple .pt, timm, mc2export)."),
+        random_weights: bool = typer.Option(False, "--random-weights", help="Random weights, for latency work only; "
+                                                                            "the bundle is stamped as such."),
+        precision: str = typer.Option("fp32", "--precision", "-p", help=_PRECISION_HELP[fmt] + "."),
+        towers: str = typer.Option("image,text", "--towers", help="Towers to export: image, text or image,text."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default: "
+                                                                    "./<variant>-<format>-<precision>)."),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+        batch: int = typer.Option(1, "--batch", help="Fixed batch size of the exported models."),
+        normalize: bool = typer.Option(True, "--normalize/--no-normalize",
+                                       help="L2-normalize the output embeddings inside the models (default: yes)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages (the summary is still printed)."),
+    ) -> None:
+        from . import export_bundle, summary_table
+        from .validate import ValidationError
+
+        def log(msg: str) -> None:
+            if not quiet:
+                typer.echo(msg, err=True)
+
+        try:
+            result = export_bundle(fmt, variant, out=out, checkpoint=checkpoint, pretrained=pretrained,
+                                   random_weights=random_weights, precision=precision, towers=towers, force=force,
+                                   batch=batch, normalize=normalize, log=log)
+        except ValidationError as e:
+            typer.echo(f"export failed validation (nothing was written): {e}", err=True)
+            raise typer.Exit(3)
+        except KeyboardInterrupt:  # click would turn it into "Aborted!" / exit 1
+            typer.echo("interrupted: nothing was written", err=True)
+            raise typer.Exit(130)
+        typer.echo(summary_table(result))
+
+    run.__name__ = f"export_{fmt}"
+    return run
+
+
+def register(app, command) -> None:
+    """Add the three export commands to ``app`` using cli.py's ``command`` decorator (UserError -> exit 2)."""
+    for fmt in ("onnx", "coreml", "executorch"):
+        _make(fmt, command)

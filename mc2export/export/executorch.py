@@ -1,0 +1,214 @@
+"""ExecuTorch export (``.pte`` with the XNNPACK delegate) and its validation in ExecuTorch's Python runtime.
+
+* ``torch.export`` -> ``to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()])`` ->
+  ``to_executorch()``. Ops XNNPACK does not take (embedding, argmax, gather, LayerNorm, some
+  reshapes) run on ExecuTorch's portable kernels: a runner needs the portable (or optimized) kernel
+  library linked in, as ExecuTorch's standard Android/iOS packages do.
+* Inputs: ``image`` float32 ``[B,3,R,R]`` RGB in [0, 1] (normalized inside, as the ONNX model) and
+  ``tokens`` int32 ``[B, 77]``; output ``embedding`` float32 ``[B, D]``.
+* ``fp16``: the graph in float16 (weights and activations; XNNPACK runs fp16 kernels on ARM with
+  fp16 arithmetic), float32 inputs/outputs through casts inside the model.
+* ``int8``: PT2E quantization with the ``XNNPACKQuantizer`` (torchao ``prepare_pt2e`` / ``convert_pt2e``):
+  image towers static int8 (per-channel symmetric weights, activations calibrated on 16 synthetic
+  images drawn with another seed than the validation probe set), text towers dynamic int8 (linear
+  layers: int8 weights, activations quantized per call). The token embedding stays fp32 (XNNPACK has
+  no quantized embedding), so int8 text ``.pte`` files stay large. Static int8 image towers are close
+  to the 0.99 cosine floor on the fidelity kit's weights (MCi0: 0.990-0.991 min over the probe set;
+  keeping stem / final conv / head in fp32 did not help: 0.9886), so an int8 image export can fail
+  validation (exit 3) for other weights: use fp16 or fp32 then.
+* Metadata: a constant method ``get_metadata`` returns the bundle metadata as a JSON string.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+FORMAT = "executorch"
+PRECISIONS = ("fp32", "fp16", "int8")
+PIP_HINT = "pip install 'mc2export[export]'"
+
+
+def require() -> None:
+    try:
+        import executorch.exir  # noqa: F401
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"ExecuTorch export needs executorch ({e}): {PIP_HINT}") from None
+
+
+def versions() -> Dict[str, str]:
+    from .bundle import tool_versions
+
+    return tool_versions(("executorch", "torchao"))
+
+
+def file_name(tower: str) -> str:
+    return f"{tower}.pte"
+
+
+class _Fp32LayerNorm(torch.nn.Module):
+    """LayerNorm computed in float32 inside an fp16 graph (ExecuTorch 1.4.1's portable fp16 layer_norm
+    kernel returns wrong values -- max error 85 on outputs of magnitude 4 -- and XNNPACK does not take
+    LayerNorm; fp32 statistics are also the standard guard against fp16 variance overflow)."""
+
+    def __init__(self, ln: torch.nn.LayerNorm, channels_first: bool):
+        super().__init__()
+        self.shape, self.eps, self.channels_first = tuple(ln.normalized_shape), ln.eps, channels_first
+        self.weight = None if ln.weight is None else torch.nn.Parameter(ln.weight.detach().float(), requires_grad=False)
+        self.bias = None if ln.bias is None else torch.nn.Parameter(ln.bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        y = x.float()
+        if self.channels_first:
+            y = y.permute(0, 2, 3, 1)
+        y = torch.nn.functional.layer_norm(y, self.shape, self.weight, self.bias, self.eps)
+        if self.channels_first:
+            y = y.permute(0, 3, 1, 2)
+        return y.to(dtype)
+
+
+def _fp32_layer_norms(module: torch.nn.Module) -> int:
+    from ..blocks import LayerNorm2d
+
+    n = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.LayerNorm):
+            setattr(module, name, _Fp32LayerNorm(child, isinstance(child, LayerNorm2d)))
+            n += 1
+        else:
+            n += _fp32_layer_norms(child)
+    return n
+
+
+class _Half(torch.nn.Module):
+    """Run ``inner`` in float16 with float32 inputs/outputs (LayerNorms in float32)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner.half()
+        self.fp32_layer_norms = _fp32_layer_norms(self.inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            x = x.half()
+        return self.inner(x).float()
+
+
+def _quantize(tower: str, wrapper, example, card: dict, log) -> torch.nn.Module:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    dynamic = tower == "text"
+    gm = torch.export.export(wrapper, (example,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                                               is_dynamic=dynamic))
+    prepared = prepare_pt2e(gm, quantizer)
+    with torch.no_grad():
+        if dynamic:
+            prepared(example)
+        else:
+            from .validate import probe_images
+
+            u8, _ = probe_images(card, seed=1)  # calibration set != validation set (seed 0)
+            images = torch.from_numpy(u8).permute(0, 3, 1, 2).float().div(255)
+            b = example.shape[0]
+            log(f"  calibrating activations on {len(images)} synthetic images")
+            for i in range(0, len(images) - b + 1, b):
+                prepared(images[i:i + b])
+    return convert_pt2e(prepared)
+
+
+def export(tower: str, wrapper, example, folder: Path, precision: str, metadata: Dict[str, str], scratch: Path,
+           log: Callable[[str], None] = lambda s: None, card: dict = None, **_) -> dict:
+    require()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if precision not in PRECISIONS:
+        raise UserError(f"ExecuTorch precision '{precision}' is not supported: choose one of {', '.join(PRECISIONS)}")
+    info = {"delegate": "XNNPACK", "exporter": "executorch.exir.to_edge_transform_and_lower"}
+    module = wrapper
+    if precision == "fp16":
+        import copy
+
+        module = _Half(copy.deepcopy(wrapper)).eval()
+    elif precision == "int8":
+        if card is None:
+            from .. import get_card
+
+            card = get_card(metadata["mc2export.variant"])
+        log("  PT2E int8 quantization (XNNPACKQuantizer, " + ("dynamic" if tower == "text" else "static") + ")")
+        module = _quantize(tower, wrapper, example, card, log)
+        info["quantization"] = {"method": "PT2E XNNPACKQuantizer", "per_channel": True,
+                                "activations": "dynamic" if tower == "text" else "static (calibrated)"}
+    log("  torch.export -> edge -> XNNPACK lowering")
+    ep = torch.export.export(module, (example,))
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                       constant_methods={"get_metadata": json.dumps(metadata, sort_keys=True)})
+    prog = edge.to_executorch()
+    path = Path(folder) / file_name(tower)
+    with open(path, "wb") as f:
+        prog.write_to_file(f)
+    info["delegated_partitions"] = _count_delegates(edge)
+    info["files"] = [file_name(tower)]
+    return info
+
+
+def _count_delegates(edge) -> int:
+    try:
+        gm = edge.exported_program().graph_module
+        return sum(1 for n in gm.graph.nodes if n.op == "call_function" and "executorch_call_delegate" in str(n.target))
+    except Exception:  # informational only
+        return -1
+
+
+def _runtime():
+    from executorch.runtime import Runtime
+
+    return Runtime.get()
+
+
+_DTYPES = {6: "float32", 5: "float16", 3: "int32", 4: "int64"}  # c10::ScalarType codes
+
+
+def read_io(method) -> dict:
+    meta = method.metadata
+    ins, outs = [], []
+    for i in range(meta.num_inputs()):
+        t = meta.input_tensor_meta(i)
+        ins.append({"name": "image" if t.dtype() in (5, 6) else "tokens",
+                    "dtype": _DTYPES.get(t.dtype(), str(t.dtype())), "shape": list(t.sizes())})
+    for i in range(meta.num_outputs()):
+        t = meta.output_tensor_meta(i)
+        outs.append({"name": "embedding", "dtype": _DTYPES.get(t.dtype(), str(t.dtype())), "shape": list(t.sizes())})
+    return {"inputs": ins, "outputs": outs}
+
+
+def read_metadata(path: Path) -> dict:
+    prog = _runtime().load_program(str(path))
+    out = prog.load_method("get_metadata").execute([])
+    return json.loads(out[0])
+
+
+def runner(folder: Path, tower: str, info: dict, **_):
+    """``(fn, io, how)``: the ``.pte`` in ExecuTorch's Python runtime (``executorch.runtime``)."""
+    from importlib import metadata as md
+
+    path = Path(folder) / info["files"][0]
+    prog = _runtime().load_program(str(path))
+    method = prog.load_method("forward")
+    io = read_io(method)
+    # ExecuTorch methods have no input names: the names are ours, by position (one input, one output).
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
+
+    return run, io, f"executorch {md.version('executorch')} runtime (XNNPACK + portable kernels)"

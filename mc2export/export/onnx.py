@@ -1,0 +1,224 @@
+"""ONNX export (torch.export-based exporter, opset 18) and its ONNX Runtime runner.
+
+* opset 18: the lowest opset the torch.export-based exporter emits, supported by ONNX Runtime >= 1.14
+  and its mobile packages (ORT Mobile's full build; the reduced "ORT format" build needs its op list
+  regenerated for these models).
+* one self-contained ``.onnx`` file (weights inside) for models under 1.8 GB; bigger ones get their
+  weights in ``<name>.onnx.data`` beside the model (protobuf's 2 GB limit), listed in the bundle.
+* ``fp16``: weights and compute in float16 with float32 inputs/outputs (``keep_io_types``), via
+  ``onnxruntime.transformers.float16``. ONNX Runtime's CPU provider runs many fp16 ops by casting:
+  fp16 ONNX is for GPU / NNAPI / CoreML-EP / WebGPU targets, not a CPU speed-up.
+* ``int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized at run
+  time). Text towers: MatMul and the token-embedding Gather. Image towers: MatMul/Gemm only -- ORT's CPU
+  ``ConvInteger`` (what dynamic quantization turns a Conv into) is several times slower than the fp32
+  Conv on x86 (measured ~6x on MCi0), so convolutions stay fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+FORMAT = "onnx"
+OPSET = 18
+PRECISIONS = ("fp32", "fp16", "int8")
+EXTERNAL_DATA_BYTES = int(1.8 * 1024 ** 3)
+INT8_OPS = {"text": ["MatMul", "Gather"], "image": ["MatMul", "Gemm"]}
+PIP_HINT = "pip install 'mc2export[export]'"
+
+
+def require() -> None:
+    missing = []
+    for mod in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(mod)
+    if missing:
+        raise UserError(f"ONNX export needs {', '.join(missing)}: {PIP_HINT}")
+
+
+def versions() -> Dict[str, str]:
+    from .bundle import tool_versions
+
+    return tool_versions(("onnx", "onnxruntime", "onnxscript"))
+
+
+def file_name(tower: str) -> str:
+    return f"{tower}.onnx"
+
+
+def _param_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) + \
+        sum(b.numel() * b.element_size() for b in module.buffers())
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress lines to stdout; keep our own progress readable."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        yield buf
+
+
+def _torch_export(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
+                  external: bool) -> None:
+    import warnings
+
+    with warnings.catch_warnings(), _quiet():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=OPSET,
+                                    input_names=[input_name], output_names=[_TMP_OUT], optimize=True,
+                                    verbose=False, external_data=external)
+        program.save(str(path), external_data=external)
+
+
+_TMP_OUT = "mc2export_output"
+
+
+def _rename_values(graph, mapping: Dict[str, str]) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+    for coll in (graph.input, graph.output, graph.value_info):
+        for v in coll:
+            if v.name in mapping:
+                v.name = mapping[v.name]
+
+
+def _set_metadata(path: Path, metadata: Dict[str, str], external: bool) -> None:
+    """Name the output ``embedding`` and store the metadata in ``metadata_props``.
+
+    The exporter names internal values after their aten op: the token embedding's output is itself called
+    ``embedding``, so the graph output is exported under a temporary name and renamed here, after any
+    internal value of that name was renamed out of the way.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = {o for n in model.graph.node for o in n.output}
+    if _TMP_OUT in names or _TMP_OUT in {o.name for o in model.graph.output}:
+        _rename_values(model.graph, {"embedding": "embedding_internal"} if "embedding" in names else {})
+        _rename_values(model.graph, {_TMP_OUT: "embedding"})
+    del model.metadata_props[:]
+    for k, v in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = str(k), str(v)
+    model.doc_string = metadata.get("description", "")
+    model.producer_name = "mc2export"
+    onnx.save(model, str(path))  # external data (if any) stays where it is: load_external_data=False
+
+
+def export(tower: str, wrapper: torch.nn.Module, example: torch.Tensor, folder: Path, precision: str,
+           metadata: Dict[str, str], scratch: Path, log: Callable[[str], None] = lambda s: None, **_) -> dict:
+    """Export one tower into ``folder``; returns ``{"files": [names], "external_data": bool, ...}``."""
+    require()
+    if precision not in PRECISIONS:
+        raise UserError(f"ONNX precision '{precision}' is not supported: choose one of {', '.join(PRECISIONS)}")
+    input_name = "image" if tower == "image" else "tokens"
+    name = file_name(tower)
+    path = Path(folder) / name
+    external = _param_bytes(wrapper) >= EXTERNAL_DATA_BYTES
+    fp32_path = path if precision == "fp32" else Path(scratch) / f"{tower}-fp32.onnx"
+    log(f"  torch.export -> ONNX opset {OPSET}" + (" (external data)" if external else ""))
+    _torch_export(wrapper, example, fp32_path, input_name, external)
+    info = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=True)", "external_data": external}
+    if precision == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        log("  converting weights and compute to float16 (float32 inputs/outputs)")
+        model = onnx.load(str(fp32_path))
+        model = convert_float_to_float16(model, keep_io_types=True)
+        onnx.save(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                  location=name + ".data" if external else None)
+        info["fp16"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
+    elif precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        ops = INT8_OPS[tower]
+        log(f"  dynamic int8 quantization of {', '.join(ops)} (onnxruntime.quantization)")
+        import logging
+        logging.getLogger("root").setLevel(logging.ERROR)
+        with _quiet():
+            quantize_dynamic(str(fp32_path), str(path), op_types_to_quantize=ops, per_channel=False,
+                             weight_type=QuantType.QInt8, use_external_data_format=external,
+                             extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+        info["int8"] = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                        "op_types": ops}
+    _set_metadata(path, metadata, external)
+    if fp32_path != path:
+        for p in Path(scratch).glob(f"{tower}-fp32.onnx*"):
+            p.unlink()
+    files = [name] + ([name + ".data"] if (Path(folder) / (name + ".data")).exists() else [])
+    info["files"] = files
+    info["external_data"] = len(files) > 1
+    return info
+
+
+def session(path: Path, threads: int = 2):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
+              "tensor(int64)": "int64"}
+
+
+def read_io(path: Path, sess=None) -> dict:
+    sess = sess or session(path)
+
+    def desc(a):
+        return {"name": a.name, "dtype": _ORT_TYPES.get(a.type, a.type), "shape": list(a.shape)}
+
+    return {"inputs": [desc(a) for a in sess.get_inputs()], "outputs": [desc(a) for a in sess.get_outputs()]}
+
+
+def read_metadata(path: Path) -> Dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def ort_runner(path: Path, threads: int = 2):
+    """``(fn(np.ndarray) -> np.ndarray, io)`` running the model in ONNX Runtime (CPU)."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: x})[0]
+
+    return run, read_io(path, sess)
+
+
+def runner(folder: Path, tower: str, info: dict, **_):
+    """``(fn, io, how)`` for the validation: the exported file in ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+
+    run, io = ort_runner(Path(folder) / info["files"][0])
+    return run, io, f"onnxruntime {ort.__version__} CPUExecutionProvider"
+
+
+def op_histogram(path: Path) -> Dict[str, int]:
+    import collections
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(collections.Counter(n.op_type for n in model.graph.node))

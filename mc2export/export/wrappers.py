@@ -1,0 +1,119 @@
+"""Export-friendly modules around the folded towers: one plain ``forward`` each, no Python control flow
+that depends on data, only ops that torch.export, the ONNX exporter, coremltools and ExecuTorch's
+XNNPACK/portable kernels all take.
+
+* :class:`ImageEncoder` -- ``image`` float ``[B, 3, R, R]`` RGB -> ``embedding`` float ``[B, D]``.
+  The input contract is set by ``in_scale``/``in_bias`` (per channel, ``x * scale + bias`` is the
+  first op when it is not the identity): ONNX and ExecuTorch take RGB in ``[0, 1]`` (``uint8 / 255``,
+  after resize + center crop) and normalize with the card's mean/std inside the model; Core ML takes a
+  pixel buffer (``ImageType``) whose scale/bias do ``/255 - mean`` and the wrapper only multiplies by
+  ``1/std`` when the std differs per channel (Core ML's ImageType has one scale for all channels).
+* :class:`TextEncoder` -- ``tokens`` int32 ``[B, 77]`` -> ``embedding`` float ``[B, D]``.
+  Pooling at ``argmax(tokens)`` (the first EOT, id 49407) is done on the *int32* ids: ONNX Runtime has
+  an int32 ArgMax kernel (none for int64 at low opsets), Core ML's ``reduce_argmax`` takes int32, and
+  casting the ids to float would be wrong in fp16 (49406 SOT and 49407 EOT both round to 49408, so
+  argmax would pick the SOT at position 0). The final LayerNorm is applied to the pooled token only
+  (LayerNorm works per token: exact, 77x less work).
+
+Optional L2 normalization of the outputs (``normalize=True``) is written as ``y * rsqrt(sum(y*y))``
+with ``y = x / max|x|`` (``torch.linalg.vector_norm`` is not core ATen, and pre-scaling keeps the sum
+of squares <= D, far from the fp16 limit of 65504, whatever the scale of the raw features).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``x / ||x||`` along the last axis with core-ATen ops, safe in fp16; a zero row stays zero."""
+    s = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-4)
+    y = x / s
+    return y * torch.rsqrt((y * y).sum(dim=-1, keepdim=True).clamp_min(1e-4))
+
+
+class ImageEncoder(nn.Module):
+    """Folded image tower with an optional per-channel input affine and optional L2-normalized output."""
+
+    def __init__(self, visual: nn.Module, normalize: bool = True, in_scale: Optional[Sequence[float]] = None,
+                 in_bias: Optional[Sequence[float]] = None):
+        super().__init__()
+        self.visual = visual
+        self.normalize = bool(normalize)
+        scale = torch.tensor(list(in_scale) if in_scale is not None else [1.0, 1.0, 1.0], dtype=torch.float32)
+        bias = torch.tensor(list(in_bias) if in_bias is not None else [0.0, 0.0, 0.0], dtype=torch.float32)
+        self.has_scale = bool((scale != 1).any())
+        self.has_bias = bool((bias != 0).any())
+        self.register_buffer("in_scale", scale.reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_bias", bias.reshape(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image
+        if self.has_scale:  # decided at construction time: no data-dependent branch in the graph
+            x = x * self.in_scale
+        if self.has_bias:
+            x = x + self.in_bias
+        x = self.visual(x)
+        return l2_normalize(x) if self.normalize else x
+
+
+class TextEncoder(nn.Module):
+    """Folded text tower (base transformer or MCt) taking int32 tokens, argmax(EOT) pooling."""
+
+    def __init__(self, text: nn.Module, normalize: bool = True):
+        super().__init__()
+        self.text = text
+        self.normalize = bool(normalize)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = self.text
+        x = t.token_embedding(tokens) + t.positional_embedding[: tokens.shape[1]]
+        x = t.transformer(x)
+        idx = tokens.argmax(dim=-1)  # int32 ids: exact in every runtime (see the module docstring)
+        pooled = torch.gather(x, 1, idx.reshape(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
+        x = t.ln_final(pooled) @ t.text_projection
+        return l2_normalize(x) if self.normalize else x
+
+
+def image_input_affine(mean: Sequence[float], std: Sequence[float]):
+    """(scale, bias) per channel with ``x * scale + bias == (x - mean) / std``."""
+    scale = [1.0 / float(s) for s in std]
+    bias = [-float(m) / float(s) for m, s in zip(mean, std)]
+    return scale, bias
+
+
+def build_wrappers(model, towers: Sequence[str], normalize: bool, image_affine=None) -> dict:
+    """``{"image": ImageEncoder, "text": TextEncoder}`` (eval mode, no grad) for the requested towers.
+
+    ``image_affine``: ``(scale, bias)`` applied to the image input; default: the card's mean/std, i.e.
+    the model takes RGB in [0, 1].
+    """
+    card = model.card
+    out = {}
+    if "image" in towers:
+        if image_affine is None:
+            image_affine = image_input_affine(card["preprocess"]["mean"], card["preprocess"]["std"])
+        out["image"] = ImageEncoder(model.visual, normalize, *image_affine).eval()
+    if "text" in towers:
+        out["text"] = TextEncoder(model.text, normalize).eval()
+    for m in out.values():
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return out
+
+
+def example_input(tower: str, card: dict, batch: int = 1) -> torch.Tensor:
+    """A well-formed example input for tracing/export (values do not matter for the graph)."""
+    if tower == "image":
+        r = card["resolution"]
+        return torch.rand(batch, 3, r, r, generator=torch.Generator().manual_seed(0))
+    from ..tokenizer import tokenize
+
+    ctx = card["text"]["context_length"]
+    tok = tokenize(["a photo of a cat"] * batch, context_length=ctx)
+    return tok.to(torch.int32)
+
+
+__all__ = ["ImageEncoder", "TextEncoder", "l2_normalize", "image_input_affine", "build_wrappers", "example_input"]

@@ -1,0 +1,132 @@
+"""ONNX export: seed-0 official checkpoints of MobileCLIP2-S0 and MobileCLIP-S0 (MCt text) exported once per
+module, run in ONNX Runtime and compared with the fidelity kit's golden features; bundle contents; int8."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import mc2export.export as E  # noqa: E402
+from golden import golden, index, write_official  # noqa: E402
+from mc2export.export import bundle as B  # noqa: E402
+from mc2export.export import onnx as O  # noqa: E402
+
+TOL = 1e-4  # x std of the golden features, as the export validation
+CASES = {"s0": ("open_clip/MobileCLIP2-S0", "mobileclip2-s0"), "mcs0": ("apple_v1/mobileclip_s0", "mobileclip-s0")}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(reference, detweights, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return {k: write_official(reference, detweights, name, d) for k, (name, _) in CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def bundles(checkpoints, tmp_path_factory):
+    """fp32 bundles with raw (unnormalized) outputs, comparable with the golden features; each exported once,
+    on first use (so that a test's setup holds one export)."""
+    root = tmp_path_factory.mktemp("onnx")
+
+    class Lazy(dict):
+        def __missing__(self, key):
+            self[key] = root / key
+            E.export_bundle("onnx", CASES[key][1], out=self[key], checkpoint=checkpoints[key], normalize=False)
+            return self[key]
+
+    return Lazy()
+
+
+def _run(path, x, batch=1):
+    run, _ = O.ort_runner(path)
+    return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_golden_features_in_onnxruntime(key, bundles, reference):
+    name, _ = CASES[key]
+    g, info = golden(reference, name), index(reference)[name]
+    img = _run(bundles[key] / "image.onnx", g["image"].astype(np.float32))
+    txt = _run(bundles[key] / "text.onnx", g["tokens"].astype(np.int32))
+    for ours, ref, std in ((img, g["image_features_reparam"], info["image_features_std"]),
+                           (txt, g["text_features_reparam"], info["text_features_std"])):
+        err = np.abs(ours - ref).max() / std
+        cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+        assert err <= TOL, f"{key}: max-abs {err:.2e} x std"
+        assert cos.min() >= 0.99999
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_bundle_contents(key, bundles):
+    folder = bundles[key]
+    cfg = B.verify_bundle(folder)  # every file listed with a matching sha256
+    assert cfg["format"] == "mc2export-bundle" and cfg["runtime"] == "onnx"
+    assert cfg["variant"] == CASES[key][1] and cfg["output_normalized"] is False
+    assert set(cfg["files"]) == {"image.onnx", "text.onnx", "vocab.json", "merges.txt", "validation.json"}
+    assert not list(folder.glob("*.data")), "small models must be single files"
+    assert cfg["weights"]["source"] == "checkpoint" and cfg["weights"]["random_weights"] is False
+    assert cfg["preprocess"]["mean"] == [0.0, 0.0, 0.0] and cfg["context_length"] == 77
+    assert cfg["versions"]["onnxruntime"] and cfg["versions"]["torch"]
+    text = cfg["models"]["text"]
+    assert text["inputs"] == [{"name": "tokens", "dtype": "int32", "shape": [1, 77]}]
+    assert text["outputs"] == [{"name": "embedding", "dtype": "float32", "shape": [1, 512]}]
+    assert cfg["models"]["image"]["inputs"] == [{"name": "image", "dtype": "float32", "shape": [1, 3, 256, 256]}]
+    assert cfg["models"]["image"]["input"]["range"] == [0.0, 1.0]
+    val = json.loads((folder / "validation.json").read_text())
+    assert val["passed"] and val["tokenizer"]["passed"]
+    for tower in ("image", "text"):
+        t = val["towers"][tower]
+        assert t["cosine_min"] >= 0.99999 and t["max_abs_over_std"] <= 1e-4 and t["io_ok"]
+        assert t["prediction"].startswith("onnxruntime")
+    meta = O.read_metadata(folder / "text.onnx")
+    assert meta["mc2export.variant"] == CASES[key][1] and meta["mc2export.output_normalized"] == "false"
+    assert meta["mc2export.tower"] == "text" and meta["mc2export.random_weights"] == "false"
+    import onnx
+
+    model = onnx.load(str(folder / "text.onnx"), load_external_data=False)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [O.OPSET]
+    argmax = [n for n in model.graph.node if n.op_type == "ArgMax"]
+    assert len(argmax) == 1 and argmax[0].input[0] == "tokens", "EOT pooling must argmax the int32 ids"
+
+
+def test_int8_text_s0(checkpoints, tmp_path):
+    r = E.export_bundle("onnx", "s0", out=tmp_path / "q", checkpoint=checkpoints["s0"], precision="int8",
+                        towers="text")
+    t = r["towers"]["text"]
+    assert t["cosine_min"] >= 0.99 and t["passed"]
+    assert r["zero_shot"]["images"] == 16 and 0 <= r["zero_shot"]["top1_agreement"] <= 1
+    size = r["files"]["text.onnx"]["bytes"]
+    assert size < 100e6, f"int8 text model is {size / 1e6:.0f} MB"  # fp32: 254 MB
+    cfg = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert cfg["output_normalized"] is True and cfg["models"]["text"]["int8"]["op_types"] == ["MatMul", "Gather"]
+    assert "image" not in cfg["models"]
+
+
+def test_wrapper_pooling_matches_model(checkpoints):
+    """The export wrapper (int32 ids, LayerNorm after pooling, rsqrt normalization) equals the model."""
+    import torch
+
+    import mc2export
+    from mc2export.export.wrappers import build_wrappers
+
+    model = mc2export.create_model("s0", checkpoint=checkpoints["s0"], fold=True)
+    tok = mc2export.tokenize(["a photo of a cat", "x <end_of_text> y", "", "word " * 90])
+    w = build_wrappers(model, ["text"], normalize=True)["text"]
+    with torch.no_grad():
+        ref = model.encode_text(tok, normalize=True)
+        ours = w(tok.to(torch.int32))
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_external_data_for_big_models(tmp_path, monkeypatch):
+    """Models over the threshold (1.8 GB) keep their weights in <name>.onnx.data, listed and checksummed."""
+    monkeypatch.setattr(O, "EXTERNAL_DATA_BYTES", 0)
+    r = E.export_bundle("onnx", "s0", out=tmp_path / "x", random_weights=True, towers="image")
+    assert set(r["files"]) >= {"image.onnx", "image.onnx.data"}
+    assert r["files"]["image.onnx"]["bytes"] < 5e6 < r["files"]["image.onnx.data"]["bytes"]
+    assert r["towers"]["image"]["external_data"] is True and r["towers"]["image"]["cosine_min"] >= 0.99999
+    assert O.read_metadata(tmp_path / "x" / "image.onnx")["mc2export.random_weights"] == "true"
+    B.verify_bundle(tmp_path / "x")
