@@ -275,6 +275,24 @@ def describe_mismatch(missing: List[str], unexpected: List[str], shapes: List[st
     return "; ".join(parts)
 
 
+def register_embedded_card(path) -> Optional[str]:
+    """Register the custom card stored in one of our checkpoints (a trained student) so that its id
+    resolves before the weights are read; returns the id, or None for any other file."""
+    p = Path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            card = (f.metadata() or {}).get("card")
+    except Exception:  # not a safetensors file: official checkpoints carry no card
+        return None
+    if not card:
+        return None
+    from .cards import register_card
+
+    return register_card(json.loads(card))
+
+
 def save_checkpoint(model, path: str | os.PathLike) -> Path:
     """Write a model's weights as safetensors with the metadata that lets ``create_model`` rebuild it
     (variant, layout of the original weights, towers, folded or not). Atomic: temp file, then rename."""

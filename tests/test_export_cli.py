@@ -181,3 +181,24 @@ def test_fixed_batch(tmp_path, capsys):
     assert cfg["batch"] == 2
     assert cfg["models"]["image"]["inputs"][0]["shape"] == [2, 3, 256, 256]
     assert cfg["models"]["image"]["outputs"][0]["shape"] == [2, 512]
+
+
+def test_trained_custom_student_exports_from_its_checkpoint(tmp_path):
+    """A student trained on a custom card exports by its id: the card travels in the checkpoint."""
+    import subprocess
+    import sys
+
+    import mc2export
+    from mc2export import cards
+
+    card = mc2export.get_card("s0")
+    card.update(id="tiny-export-student", name="Tiny export student", aliases=[], embed_dim=64)
+    card["image"].update(layers=[1, 1, 1, 1], embed_dims=[16, 32, 64, 128])
+    card["text"].update(width=64, heads=2, layers=2)
+    cards.register_card(card)
+    ckpt = mc2export.save_checkpoint(mc2export.create_model("tiny-export-student"), tmp_path / "student.safetensors")
+    r = subprocess.run([sys.executable, "-m", "mc2export.cli", "onnx", "--variant", "tiny-export-student",
+                        "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle"), "-q"],
+                       capture_output=True, text=True, timeout=600)  # a fresh process: the card is unknown there
+    assert r.returncode == 0, r.stderr
+    assert {"image.onnx", "text.onnx", "config.json"} <= {p.name for p in (tmp_path / "bundle").iterdir()}

@@ -181,6 +181,10 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
     hooks = _hooks or {}
     if fmt not in FORMATS:
         raise UserError(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if checkpoint is not None:
+        from ..checkpoint import register_embedded_card
+
+        register_embedded_card(checkpoint)  # a trained student's card travels in its checkpoint
     vid = cards.resolve_variant(variant)
     card = cards.get_card(vid)
     if precision not in precisions(fmt):
