@@ -172,6 +172,19 @@ def embed(inputs: List[str] = typer.Argument(None, help="Image files (or, with -
 # Commands of the later pipeline stages (export, bench, ...) register themselves below, one import each.
 
 
+from .appvectors import register as _register_appvectors
+_register_appvectors(app, command)
+
+from .export.commands import register as _register_export  # noqa: E402
+_register_export(app, command)
+
+from .bench.commands import register as _register_bench
+_register_bench(app, command)
+
+from .train.commands import register as _register_train  # noqa: E402
+_register_train(app, command)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``mc2export`` console script."""
     try:

@@ -1,0 +1,133 @@
+"""Reading an export bundle for benchmarking (format: ``docs/bundle.md``): config, model files, checksum."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..errors import UserError
+
+BUNDLE_FORMAT = "mc2export-bundle"
+EXPORT_HINT = "re-export it with `mc2export onnx|executorch|coreml --variant V --random-weights --out DIR`"
+# the runtime a bundle's format runs on by default, and the formats each runtime accepts (None: any)
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
+RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "executorch": ("executorch",), "coreml": ("coreml",),
+                   "torch": None, "torch-unfolded": None}
+
+
+@dataclass
+class Bundle:
+    path: Path
+    config: dict
+    checksum: str                      # sha256 over the sorted (file, sha256) table of config.json
+    verified: bool
+    validation: Optional[dict] = None
+    towers: List[str] = field(default_factory=list)
+
+    @property
+    def format(self) -> str:
+        return self.config.get("runtime") or self.config.get("format_name") or "?"
+
+    @property
+    def variant(self) -> str:
+        return self.config["variant"]
+
+    @property
+    def precision(self) -> str:
+        return self.config.get("precision", "fp32")
+
+    def model_file(self, tower: str) -> Path:
+        m = (self.config.get("models") or {}).get(tower)
+        if not m:
+            raise UserError(f"bundle '{self.path}' holds no {tower} model (towers: {', '.join(self.towers) or 'none'})"
+                            f": pass --towers {','.join(self.towers) or 'image,text'}, or {EXPORT_HINT}")
+        return self.path / m["file"]
+
+    def model_entry(self, tower: str) -> dict:
+        return (self.config.get("models") or {}).get(tower) or {}
+
+    def summary(self) -> dict:
+        """The ``bundle`` object of a result."""
+        w = self.config.get("weights") or {}
+        files = self.config.get("files") or {}
+        size = sum(int(f.get("bytes", 0)) for f in files.values())
+        return {"path": str(self.path), "format": self.format, "precision": self.precision,
+                "variant": self.variant, "checksum": self.checksum, "verified": self.verified,
+                "created": self.config.get("created"), "bytes": size,
+                "random_weights": bool(w.get("random_weights")), "weights_source": w.get("source"),
+                "batch": self.config.get("batch", 1), "towers": list(self.towers),
+                "exporter_versions": self.config.get("versions") or {}}
+
+
+def bundle_checksum(files: Dict[str, dict]) -> str:
+    """One sha256 for the whole bundle: over ``"<path>\\t<sha256>\\n"`` lines of its file table, sorted."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(f"{name}\t{files[name].get('sha256', '')}\n".encode())
+    return h.hexdigest()
+
+
+def load_bundle(path, verify: bool = True) -> Bundle:
+    """Read (and by default re-hash) a bundle; every problem is a one-line ``UserError`` naming the fix."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"bundle not found: '{p}': pass the folder an export wrote "
+                        "(`mc2export onnx|executorch|coreml ... --out DIR`)")
+    if not p.is_dir():
+        raise UserError(f"'{p}' is not a bundle folder: pass the folder an export wrote (it holds config.json)")
+    cfg_path = p / "config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"'{p}' is not an mc2export bundle (no config.json): pass the folder an export wrote, "
+                        f"or {EXPORT_HINT}")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"bundle '{p}' is corrupt: config.json is not valid JSON ({e.__class__.__name__}): "
+                        f"{EXPORT_HINT}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != BUNDLE_FORMAT or "variant" not in cfg:
+        raise UserError(f"bundle '{p}' is corrupt: config.json is not an {BUNDLE_FORMAT} config: {EXPORT_HINT}")
+    models = cfg.get("models") or {}
+    for tower, m in models.items():
+        if not isinstance(m, dict) or "file" not in m:
+            raise UserError(f"bundle '{p}' is corrupt: models.{tower} names no file: {EXPORT_HINT}")
+    files = cfg.get("files") or {}
+    if verify:
+        from ..export.bundle import verify_bundle
+
+        try:
+            verify_bundle(p)
+        except UserError as e:
+            raise UserError(f"{e}: the bundle is corrupt or was edited; {EXPORT_HINT} "
+                            "(or pass --no-verify to measure it anyway)") from None
+    else:
+        for tower, m in models.items():
+            if not (p / m["file"]).exists():
+                raise UserError(f"bundle '{p}' is corrupt: {m['file']} is missing: {EXPORT_HINT}")
+    validation = None
+    vpath = p / (cfg.get("validation") or "validation.json")
+    if vpath.is_file():
+        try:
+            validation = json.loads(vpath.read_text(encoding="utf-8"))
+        except ValueError:
+            validation = None
+    towers = [t for t in ("image", "text") if t in models]
+    return Bundle(path=p.absolute(), config=cfg, checksum=bundle_checksum(files), verified=bool(verify),
+                  validation=validation, towers=towers)
+
+
+def as_bundle(b, verify: bool = True) -> Bundle:
+    """A :class:`Bundle` from a path (loaded and verified) or an already loaded one."""
+    return b if isinstance(b, Bundle) else load_bundle(b, verify=verify)
+
+
+def check_runtime(bundle: Bundle, runtime: str) -> None:
+    allowed = RUNTIME_FORMATS.get(runtime)
+    if allowed is not None and bundle.format not in allowed:
+        raise UserError(f"runtime {runtime} cannot run a {bundle.format} bundle ('{bundle.path}'): use --runtime "
+                        f"{DEFAULT_RUNTIME.get(bundle.format, 'torch')} (or torch / torch-unfolded), or export "
+                        f"a {allowed[0]} bundle")
+
+
+__all__ = ["Bundle", "load_bundle", "as_bundle", "bundle_checksum", "check_runtime", "DEFAULT_RUNTIME", "RUNTIME_FORMATS"]
