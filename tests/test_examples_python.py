@@ -228,3 +228,29 @@ def test_s0_bundles_through_the_scripts(s0_bundles, examples, tmp_path):
     write_vectors(tmp_path / "v", s0_bundles["executorch"])
     exp = json.loads((tmp_path / "v" / "bundle_expected.json").read_text(encoding="utf-8"))
     assert exp["runtime"] == "executorch" and exp["embed_dim"] == 512
+
+
+@pytest.fixture(scope="module")
+def s0_onnx(reference, detweights, tmp_path_factory):
+    """MobileCLIP2-S0 exported to ONNX through the command line (the default run's real-size bundle)."""
+    from typer.testing import CliRunner
+
+    from golden import write_official
+    from mc2export.cli import app
+
+    d = tmp_path_factory.mktemp("s0onnx")
+    ckpt = write_official(reference, detweights, "open_clip/MobileCLIP2-S0", d)
+    r = CliRunner().invoke(app, ["onnx", "--variant", "s0", "--checkpoint", str(ckpt), "--out", str(d / "onnx"), "-q"])
+    assert r.exit_code == 0, r.output[-3000:]
+    return d / "onnx"
+
+
+def test_s0_onnx_bundle_through_the_scripts(s0_onnx, examples, tmp_path):
+    code, out, err = run_main(examples["zero_shot"], [s0_onnx, *IMAGES, "--labels", "cat,dog,red disc", "--json"])
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    assert len(results) == len(IMAGES)
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-5 for r in results)
+    code, out, err = run_main(examples["photo_search"], [s0_onnx, "--photos", VECTORS / "images", "-q", "a red disc",
+                                                         "--json", "--index", tmp_path / "s0.npz"])
+    assert code == 0, err
