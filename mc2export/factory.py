@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 
@@ -105,6 +105,5 @@ def guess_variant(sd: StateDict, layout: str, towers) -> tuple[Optional[str], fl
 
 def count_parameters(model: torch.nn.Module, tower: Optional[str] = None) -> int:
     """Parameters (not buffers) of the whole model or of one tower ("image" / "text")."""
-    module: Dict = {"image": model.visual, "text": model.text, None: model}  # type: ignore[assignment]
-    m = module[tower]
+    m = model if tower is None else {"image": model.visual, "text": model.text}[tower]
     return 0 if m is None else sum(p.numel() for p in m.parameters())
