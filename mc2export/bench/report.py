@@ -47,8 +47,9 @@ def merge(docs: Sequence[dict], keep_all: bool = False) -> List[dict]:
             if k not in best or str(r.get("created", "")) >= str(best[k].get("created", "")):
                 best[k] = r
         merged = list(best.values())
-    return sorted(merged, key=lambda r: (_variant_order(r["variant"]), r["runtime"]["name"],
-                                         r["bundle"].get("precision", ""), r["device"].get("kind", "")))
+    return sorted(merged, key=lambda r: (_variant_order(r["variant"]), r["device"].get("kind", ""), r["runtime"]["name"],
+                                         r["bundle"].get("precision", ""), -(r["runtime"].get("threads") or 0),
+                                         r["runtime"].get("compute_units") or ""))
 
 
 def _ms(x) -> str:
