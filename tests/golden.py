@@ -51,3 +51,21 @@ def golden(reference: Path, name: str):
 
 def max_rel(ours: torch.Tensor, ref: np.ndarray, scale: float) -> float:
     return float(np.abs(ours.detach().numpy() - ref).max() / scale)
+
+
+# The two whole models the export tests check in every format (golden name, variant).
+EXPORT_CASES = {"s0": ("open_clip/MobileCLIP2-S0", "mobileclip2-s0"), "mcs0": ("apple_v1/mobileclip_s0", "mobileclip-s0")}
+
+
+def lazy_bundles(fmt: str, checkpoints: dict, root: Path) -> dict:
+    """fp32 ``fmt`` bundles with raw (unnormalized) outputs, comparable with the golden features; each
+    exported once, on first use (so that a test's setup holds one export)."""
+    import mc2export.export as E
+
+    class Lazy(dict):
+        def __missing__(self, key):
+            self[key] = root / key
+            E.export_bundle(fmt, EXPORT_CASES[key][1], out=self[key], checkpoint=checkpoints[key], normalize=False)
+            return self[key]
+
+    return Lazy()

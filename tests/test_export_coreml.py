@@ -15,13 +15,13 @@ pytest.importorskip("coremltools")
 
 import mc2export  # noqa: E402
 import mc2export.export as E  # noqa: E402
-from golden import golden, index, write_official  # noqa: E402
+from golden import EXPORT_CASES, golden, index, lazy_bundles, write_official  # noqa: E402
 from mc2export.export import bundle as B  # noqa: E402
 from mc2export.export import coreml as C  # noqa: E402
 from mc2export.export.wrappers import build_wrappers  # noqa: E402
 
 TOL = 1e-4
-CASES = {"s0": ("open_clip/MobileCLIP2-S0", "mobileclip2-s0"), "mcs0": ("apple_v1/mobileclip_s0", "mobileclip-s0")}
+CASES = EXPORT_CASES
 MAC = sys.platform == "darwin"
 
 
@@ -33,17 +33,7 @@ def checkpoints(reference, detweights, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundles(checkpoints, tmp_path_factory):
-    """fp32 bundles with raw (unnormalized) outputs, comparable with the golden features; each exported once,
-    on first use (so that a test's setup holds one export)."""
-    root = tmp_path_factory.mktemp("coreml")
-
-    class Lazy(dict):
-        def __missing__(self, key):
-            self[key] = root / key
-            E.export_bundle("coreml", CASES[key][1], out=self[key], checkpoint=checkpoints[key], normalize=False)
-            return self[key]
-
-    return Lazy()
+    return lazy_bundles("coreml", checkpoints, tmp_path_factory.mktemp("coreml"))
 
 
 def _outputs(folder, tower, x, checkpoint, variant):

@@ -11,12 +11,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 import mc2export.export as E  # noqa: E402
-from golden import golden, index, write_official  # noqa: E402
+from golden import EXPORT_CASES, golden, index, lazy_bundles, write_official  # noqa: E402
 from mc2export.export import bundle as B  # noqa: E402
 from mc2export.export import onnx as O  # noqa: E402
 
 TOL = 1e-4  # x std of the golden features, as the export validation
-CASES = {"s0": ("open_clip/MobileCLIP2-S0", "mobileclip2-s0"), "mcs0": ("apple_v1/mobileclip_s0", "mobileclip-s0")}
+CASES = EXPORT_CASES
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +27,7 @@ def checkpoints(reference, detweights, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundles(checkpoints, tmp_path_factory):
-    """fp32 bundles with raw (unnormalized) outputs, comparable with the golden features; each exported once,
-    on first use (so that a test's setup holds one export)."""
-    root = tmp_path_factory.mktemp("onnx")
-
-    class Lazy(dict):
-        def __missing__(self, key):
-            self[key] = root / key
-            E.export_bundle("onnx", CASES[key][1], out=self[key], checkpoint=checkpoints[key], normalize=False)
-            return self[key]
-
-    return Lazy()
+    return lazy_bundles("onnx", checkpoints, tmp_path_factory.mktemp("onnx"))
 
 
 def _run(path, x, batch=1):
