@@ -313,6 +313,37 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+def split_heads(qkv: torch.Tensor, heads: int):
+    """``[B, L, 3C]`` (q, k, v stacked on the last axis) -> q, k, v as ``[B, heads, L, C / heads]``.
+
+    Slices, not ``reshape(..., 3, heads, d).unbind`` or ``split``: those lower to ``squeeze`` /
+    ``split_with_sizes`` ops the XNNPACK delegate does not take (more graph cuts in ExecuTorch).
+    """
+    B, L, C3 = qkv.shape
+    c = C3 // 3
+    return [qkv[..., i * c:(i + 1) * c].reshape(B, L, heads, c // heads).transpose(1, 2) for i in range(3)]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+              fused: bool = True) -> torch.Tensor:
+    """Multi-head attention of ``[B, H, L, d]`` tensors.
+
+    ``fused``: ``F.scaled_dot_product_attention``. Otherwise written out with 3-D ``bmm`` and a last-dim
+    softmax (timm's ``fused_attn=False`` path): XNNPACK takes every op of that form, while the SDPA
+    decomposition (safe softmax, 4-D matmul expands) splits an ExecuTorch graph into one delegate
+    partition per op group. Both scale q and k by ``d ** -0.25`` as the SDPA math does (fp16 headroom).
+    """
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    B, H, L, d = q.shape
+    s = d ** -0.25
+    a = torch.bmm((q * s).reshape(B * H, L, d), (k * s).reshape(B * H, L, d).transpose(1, 2))
+    if causal:
+        a = a + torch.full((L, L), float("-inf"), dtype=a.dtype, device=a.device).triu(1)
+    out = torch.bmm(a.softmax(dim=-1), v.reshape(B * H, L, d))
+    return out.reshape(B, H, L, d)
+
+
 class Attention2d(nn.Module):
     """Multi-head self-attention over the pixels of an NCHW map (head_dim 32, no qkv bias at train time)."""
 
@@ -321,13 +352,14 @@ class Attention2d(nn.Module):
         self.num_heads, self.head_dim = dim // head_dim, head_dim
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
+        self.fused_attn = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         N = H * W
         t = x.flatten(2).transpose(1, 2)
-        q, k, v = self.qkv(t).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        t = F.scaled_dot_product_attention(q, k, v)
+        q, k, v = split_heads(self.qkv(t), self.num_heads)
+        t = attention(q, k, v, fused=self.fused_attn)
         t = self.proj(t.transpose(1, 2).reshape(B, N, C))
         return t.transpose(1, 2).reshape(B, C, H, W)
 
@@ -416,6 +448,6 @@ def reparameterize_all(module: nn.Module, only: Optional[Tuple[type, ...]] = Non
 
 __all__: Sequence[str] = [
     "ConvBN", "SqueezeExcite", "MobileOneBlock", "ReparamLargeKernelConv", "LayerScale2d", "RepMixer",
-    "RepConditionalPosEnc", "ConvMlp", "LayerNorm2d", "Attention2d", "RepMixerBlock", "AttentionBlock",
+    "RepConditionalPosEnc", "ConvMlp", "LayerNorm2d", "split_heads", "attention", "Attention2d", "RepMixerBlock", "AttentionBlock",
     "fuse_conv_bn", "identity_kernel", "fold_affine_into_linear", "reparameterize_all", "fold_scale_into_conv", "fold_scale_into_linear",
 ]

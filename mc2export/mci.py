@@ -55,7 +55,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(in_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean((2, 3)))
+        return self.fc(x.mean((2, 3), keepdim=True).flatten(1))  # keepdim: the 4-D pool XNNPACK takes
 
 
 class MCi(nn.Module):

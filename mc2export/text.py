@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import RepMixerBlock
+from .blocks import RepMixerBlock, attention, split_heads
 
 LN_EPS = 1e-5
 
@@ -44,13 +44,14 @@ class Attention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
+        self.fused_attn = True
         nn.init.normal_(self.in_proj_weight, std=width ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.reshape(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        q, k, v = split_heads(qkv, self.heads)
+        out = attention(q, k, v, causal=self.causal, fused=self.fused_attn)
         return self.out_proj(out.transpose(1, 2).reshape(B, L, C))
 
 
@@ -95,8 +96,9 @@ class SeqRepMixerBlock(RepMixerBlock):
                          use_scale_branch=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x.transpose(1, 2).unsqueeze(2))
-        return y.squeeze(2).transpose(1, 2)
+        B, L, W = x.shape  # reshape, not (un)squeeze: XNNPACK takes no squeeze ops (ExecuTorch graph cuts)
+        y = super().forward(x.transpose(1, 2).reshape(B, W, 1, L))
+        return y.reshape(B, W, L).transpose(1, 2)
 
 
 class Transformer(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import ConvBN, fold_affine_into_linear, reparameterize_all
+from .blocks import ConvBN, attention, fold_affine_into_linear, reparameterize_all, split_heads
 
 
 class ConvStem(nn.Module):
@@ -49,11 +49,12 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
+        self.fused_attn = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        q, k, v = split_heads(self.qkv(x), self.num_heads)
+        x = attention(q, k, v, fused=self.fused_attn)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 

@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Callable, Dict
@@ -52,39 +53,80 @@ def file_name(tower: str) -> str:
     return f"{tower}.pte"
 
 
-class _Fp32LayerNorm(torch.nn.Module):
-    """LayerNorm computed in float32 inside an fp16 graph (ExecuTorch 1.4.1's portable fp16 layer_norm
-    kernel returns wrong values -- max error 85 on outputs of magnitude 4 -- and XNNPACK does not take
-    LayerNorm; fp32 statistics are also the standard guard against fp16 variance overflow)."""
+class _DelegableLayerNorm(torch.nn.Module):
+    """LayerNorm written with ops the XNNPACK delegate takes (it takes no ``layer_norm``, and every
+    LayerNorm left to the portable kernels cuts the graph into more delegate partitions: slower to lower
+    and to run). The channel mean and variance are a linear (last-dim layout) or a 1x1 convolution (NCHW,
+    :class:`~mc2export.blocks.LayerNorm2d`) with weights ``1/C``, then ``d * rsqrt(var + eps)``: the
+    two-pass formula of ``layer_norm`` itself, so fp32 results agree to rounding.
 
-    def __init__(self, ln: torch.nn.LayerNorm, channels_first: bool):
+    ``fp32``: compute in float32 inside an fp16 graph (ExecuTorch 1.4.1's portable fp16 layer_norm
+    returned wrong values -- max error 85 on outputs of magnitude 4 -- and fp32 statistics are the
+    standard guard against fp16 variance overflow).
+    """
+
+    def __init__(self, ln: torch.nn.LayerNorm, channels_first: bool, fp32: bool = False):
         super().__init__()
-        self.shape, self.eps, self.channels_first = tuple(ln.normalized_shape), ln.eps, channels_first
-        self.weight = None if ln.weight is None else torch.nn.Parameter(ln.weight.detach().float(), requires_grad=False)
-        self.bias = None if ln.bias is None else torch.nn.Parameter(ln.bias.detach().float(), requires_grad=False)
+        if len(ln.normalized_shape) != 1:
+            raise ValueError(f"only 1-D normalized shapes are rewritten, got {tuple(ln.normalized_shape)}")
+        c = ln.normalized_shape[0]
+        self.eps, self.channels_first, self.fp32 = ln.eps, channels_first, fp32
+        shape = (1, c, 1, 1) if channels_first else (1, c)
+        self.register_buffer("avg", torch.full(shape, 1.0 / c), persistent=False)
+        view = (1, c, 1, 1) if channels_first else (c,)
+        for name in ("weight", "bias"):
+            p = getattr(ln, name)
+            p = None if p is None else p.detach().float().reshape(view) if fp32 else p.detach().reshape(view)
+            self.register_buffer(name, p, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        y = x.float()
-        if self.channels_first:
-            y = y.permute(0, 2, 3, 1)
-        y = torch.nn.functional.layer_norm(y, self.shape, self.weight, self.bias, self.eps)
-        if self.channels_first:
-            y = y.permute(0, 3, 1, 2)
-        return y.to(dtype)
+        if self.fp32:
+            x = x.float()
+        reduce = torch.nn.functional.conv2d if self.channels_first else torch.nn.functional.linear
+        d = x - reduce(x, self.avg)
+        y = d * torch.rsqrt(reduce(d * d, self.avg) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(dtype) if self.fp32 else y
 
 
-def _fp32_layer_norms(module: torch.nn.Module) -> int:
+def _swap_layer_norms(module: torch.nn.Module, fp32: bool) -> list:
+    """Replace every LayerNorm under ``module`` by a :class:`_DelegableLayerNorm`; returns
+    ``(parent, name, original)`` for :func:`_restore`."""
     from ..blocks import LayerNorm2d
 
-    n = 0
-    for name, child in list(module.named_children()):
-        if isinstance(child, torch.nn.LayerNorm):
-            setattr(module, name, _Fp32LayerNorm(child, isinstance(child, LayerNorm2d)))
-            n += 1
-        else:
-            n += _fp32_layer_norms(child)
-    return n
+    swapped = []
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.LayerNorm):
+                setattr(parent, name, _DelegableLayerNorm(child, isinstance(child, LayerNorm2d), fp32))
+                swapped.append((parent, name, child))
+    return swapped
+
+
+def _restore(swapped: list) -> None:
+    for parent, name, original in reversed(swapped):
+        setattr(parent, name, original)
+
+
+@contextlib.contextmanager
+def xnnpack_friendly(module: torch.nn.Module, layer_norms: bool = True, fp32_layer_norms: bool = False):
+    """Within the block, ``module`` computes the same function with ops the XNNPACK delegate takes:
+    attention written out (``fused_attn = False``) and, unless ``layer_norms=False``, LayerNorms as
+    :class:`_DelegableLayerNorm`. Restored on exit (the folded model is shared with the reference)."""
+    attn = [m for m in module.modules() if getattr(m, "fused_attn", None) is True]
+    swapped = _swap_layer_norms(module, fp32_layer_norms) if layer_norms else []
+    for m in attn:
+        m.fused_attn = False
+    try:
+        yield module
+    finally:
+        for m in attn:
+            m.fused_attn = True
+        _restore(swapped)
 
 
 class _Half(torch.nn.Module):
@@ -93,7 +135,6 @@ class _Half(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
         self.inner = inner.half()
-        self.fp32_layer_norms = _fp32_layer_norms(self.inner)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point():
@@ -150,7 +191,9 @@ def export(tower: str, wrapper, example, folder: Path, precision: str, metadata:
         info["quantization"] = {"method": "PT2E XNNPACKQuantizer", "per_channel": True,
                                 "activations": "dynamic" if tower == "text" else "static (calibrated)"}
     log("  torch.export -> edge -> XNNPACK lowering")
-    ep = torch.export.export(module, (example,))
+    # int8: the LayerNorm statistics must stay float (the quantizer would take their linears/convs)
+    with xnnpack_friendly(module, layer_norms=precision != "int8", fp32_layer_norms=precision == "fp16"):
+        ep = torch.export.export(module, (example,))
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
                                        constant_methods={"get_metadata": json.dumps(metadata, sort_keys=True)})
     prog = edge.to_executorch()

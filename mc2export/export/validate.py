@@ -229,6 +229,8 @@ def activation_absmax(module: torch.nn.Module, x: torch.Tensor):
 
     handles = [m.register_forward_hook(lambda mod, i, o, n=name: hook(mod, i, o, n))
                for name, m in module.named_modules() if not list(m.children())]
+    if x.dim() == 4:  # channels-last: the same model, oneDNN's faster conv path (MCi4 probe set 7.3 -> 5.3 s)
+        x = x.contiguous(memory_format=torch.channels_last)
     try:
         with torch.no_grad():
             out = module(x)
