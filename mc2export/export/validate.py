@@ -224,7 +224,10 @@ def activation_absmax(module: torch.nn.Module, x: torch.Tensor):
 
     def hook(mod, inp, out, name=None):
         if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
-            lo, hi = torch.aminmax(out.detach())
+            t = out.detach()
+            if t.dim() == 4 and not t.is_contiguous():  # aminmax is slow on channels-last strides
+                t = t.permute(0, 2, 3, 1)
+            lo, hi = torch.aminmax(t)
             seen.append((max(-float(lo), float(hi)), name))
 
     handles = [m.register_forward_hook(lambda mod, i, o, n=name: hook(mod, i, o, n))
