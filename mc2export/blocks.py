@@ -335,13 +335,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     """
     if fused:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    B, H, L, d = q.shape
+    B, H, Lq, d = q.shape
+    Lk = k.shape[2]
     s = d ** -0.25
-    a = torch.bmm((q * s).reshape(B * H, L, d), (k * s).reshape(B * H, L, d).transpose(1, 2))
+    a = torch.bmm((q * s).reshape(B * H, Lq, d), (k * s).reshape(B * H, Lk, d).transpose(1, 2))
     if causal:
-        a = a + torch.full((L, L), float("-inf"), dtype=a.dtype, device=a.device).triu(1)
-    out = torch.bmm(a.softmax(dim=-1), v.reshape(B * H, L, d))
-    return out.reshape(B, H, L, d)
+        a = a + torch.full((Lq, Lk), float("-inf"), dtype=a.dtype, device=a.device).triu(1)
+    out = torch.bmm(a.softmax(dim=-1), v.reshape(B * H, Lk, d))
+    return out.reshape(B, H, Lq, d)
+
+
+def take_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[b, idx[b]]`` of a ``[B, L, C]`` tensor as ``[B, 1, C]`` (a gather every exporter takes)."""
+    return torch.gather(x, 1, idx.reshape(-1, 1, 1).expand(-1, 1, x.shape[-1]))
 
 
 class Attention2d(nn.Module):
@@ -448,6 +454,6 @@ def reparameterize_all(module: nn.Module, only: Optional[Tuple[type, ...]] = Non
 
 __all__: Sequence[str] = [
     "ConvBN", "SqueezeExcite", "MobileOneBlock", "ReparamLargeKernelConv", "LayerScale2d", "RepMixer",
-    "RepConditionalPosEnc", "ConvMlp", "LayerNorm2d", "split_heads", "attention", "Attention2d", "RepMixerBlock", "AttentionBlock",
+    "RepConditionalPosEnc", "ConvMlp", "LayerNorm2d", "split_heads", "attention", "take_tokens", "Attention2d", "RepMixerBlock", "AttentionBlock",
     "fuse_conv_bn", "identity_kernel", "fold_affine_into_linear", "reparameterize_all", "fold_scale_into_conv", "fold_scale_into_linear",
 ]

@@ -93,40 +93,28 @@ class _DelegableLayerNorm(torch.nn.Module):
         return y.to(dtype) if self.fp32 else y
 
 
-def _swap_layer_norms(module: torch.nn.Module, fp32: bool) -> list:
-    """Replace every LayerNorm under ``module`` by a :class:`_DelegableLayerNorm`; returns
-    ``(parent, name, original)`` for :func:`_restore`."""
-    from ..blocks import LayerNorm2d
-
-    swapped = []
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.LayerNorm):
-                setattr(parent, name, _DelegableLayerNorm(child, isinstance(child, LayerNorm2d), fp32))
-                swapped.append((parent, name, child))
-    return swapped
-
-
-def _restore(swapped: list) -> None:
-    for parent, name, original in reversed(swapped):
-        setattr(parent, name, original)
-
-
 @contextlib.contextmanager
 def xnnpack_friendly(module: torch.nn.Module, layer_norms: bool = True, fp32_layer_norms: bool = False):
     """Within the block, ``module`` computes the same function with ops the XNNPACK delegate takes:
     attention written out (``fused_attn = False``) and, unless ``layer_norms=False``, LayerNorms as
     :class:`_DelegableLayerNorm`. Restored on exit (the folded model is shared with the reference)."""
+    from ..blocks import LayerNorm2d
+    from .wrappers import swapped_modules
+
+    def replace(child):
+        if layer_norms and isinstance(child, torch.nn.LayerNorm):
+            return _DelegableLayerNorm(child, isinstance(child, LayerNorm2d), fp32_layer_norms)
+        return None
+
     attn = [m for m in module.modules() if getattr(m, "fused_attn", None) is True]
-    swapped = _swap_layer_norms(module, fp32_layer_norms) if layer_norms else []
-    for m in attn:
-        m.fused_attn = False
-    try:
-        yield module
-    finally:
+    with swapped_modules(module, replace):
         for m in attn:
-            m.fused_attn = True
-        _restore(swapped)
+            m.fused_attn = False
+        try:
+            yield module
+        finally:
+            for m in attn:
+                m.fused_attn = True
 
 
 class _Half(torch.nn.Module):

@@ -21,10 +21,13 @@ of squares <= D, far from the fp16 limit of 65504, whatever the scale of the raw
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import contextlib
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
+
+from ..blocks import take_tokens
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -70,11 +73,36 @@ class TextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         t = self.text
         x = t.token_embedding(tokens) + t.positional_embedding[: tokens.shape[1]]
-        x = t.transformer(x)
         idx = tokens.argmax(dim=-1)  # int32 ids: exact in every runtime (see the module docstring)
-        pooled = torch.gather(x, 1, idx.reshape(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
-        x = t.ln_final(pooled) @ t.text_projection
+        blocks = t.transformer.resblocks
+        last = blocks[-1]
+        if hasattr(last, "forward_token") and not last.attn.causal:
+            for block in blocks[:-1]:
+                x = block(x)
+            pooled = last.forward_token(x, idx)  # only the pooled token leaves the last block
+        else:
+            pooled = take_tokens(t.transformer(x), idx)
+        x = t.ln_final(pooled.reshape(pooled.shape[0], -1)) @ t.text_projection
         return l2_normalize(x) if self.normalize else x
+
+
+@contextlib.contextmanager
+def swapped_modules(module: nn.Module, replace: Callable[[nn.Module], Optional[nn.Module]]):
+    """Within the block, every submodule ``c`` of ``module`` for which ``replace(c)`` returns a module is
+    replaced by it (a format's export-friendly form of the same function); the originals come back on
+    exit, because the folded model is shared with the validation reference."""
+    swapped = []
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            new = replace(child)
+            if new is not None:
+                setattr(parent, name, new)
+                swapped.append((parent, name, child))
+    try:
+        yield module
+    finally:
+        for parent, name, child in reversed(swapped):
+            setattr(parent, name, child)
 
 
 def image_input_affine(mean: Sequence[float], std: Sequence[float]):
@@ -116,4 +144,4 @@ def example_input(tower: str, card: dict, batch: int = 1) -> torch.Tensor:
     return tok.to(torch.int32)
 
 
-__all__ = ["ImageEncoder", "TextEncoder", "l2_normalize", "image_input_affine", "build_wrappers", "example_input"]
+__all__ = ["ImageEncoder", "TextEncoder", "l2_normalize", "swapped_modules", "image_input_affine", "build_wrappers", "example_input"]
