@@ -1,7 +1,8 @@
 """Run ``mc2export bench`` over every variant's bundle on this machine's runtimes; report + plot + repeatability.
 
-Bundles are exported with ``--random-weights`` when missing (latency does not depend on the weight values)
-into ``--bundle-dir`` (outside the repository: they are hundreds of MB). Every measurement is one
+Bundles: fp32 bundles that ``export_all.py --keep-precisions fp32 --scratch DIR`` left in ``--bundle-dir``
+(validated exports), else exported here with ``--random-weights`` (latency does not depend on the weight
+values), outside the repository: they are hundreds of MB. Every measurement is one
 ``mc2export bench ... --json`` run written to ``benchmarks/results/bench/runs/``; an existing run file is
 kept (resumable: rerun after an interruption and only the missing ones are measured; ``--force`` redoes
 them). At the end ``mc2export bench-report`` merges the runs into ``benchmarks/results/bench/``
@@ -66,6 +67,9 @@ def ensure_bundle(variant: str, fmt: str, bundle_dir: Path, towers: str = "image
     out = bundle_dir / name
     if (out / "config.json").is_file():
         return out
+    kept = bundle_dir / f"{vid}-{fmt}-fp32"  # kept by export_all.py --keep-precisions fp32 (validated, kit weights)
+    if towers == "image,text" and (kept / "config.json").is_file():
+        return kept
     log(f"exporting {vid} to {fmt} (random weights) -> {out}")
     t0 = time.time()
     p = cli(fmt, "--variant", vid, "--random-weights", "--towers", towers, "--out", str(out), "--force", "--quiet")
@@ -164,7 +168,7 @@ def main(argv=None) -> int:
     runs = sorted(p for p in (OUT / "runs").glob("*.json") if not p.name.startswith("repeatability-"))
     if runs:
         p = cli("bench-report", *map(str, runs), "--out", str(OUT), "--title",
-                "mc2export latency on this machine (random-weight bundles)")
+                "mc2export latency on this machine (fp32 bundles, batch 1)")
         if p.returncode != 0:
             raise SystemExit(p.stderr[-3000:])
         print(p.stdout, flush=True)

@@ -13,6 +13,8 @@ the variant (validation figures are then meaningful), else ``--random-weights``.
     python benchmarks/export_all.py --variants s0 mobileclip-s0
     python benchmarks/export_all.py --variants s4 --formats onnx --precisions fp32
     python benchmarks/export_all.py                          # everything (hours on 2 cores)
+    python benchmarks/export_all.py --precisions fp32 --keep-precisions fp32 \
+        --scratch ~/.cache/mc2export/bench-bundles            # fp32 bundles bench_all.py then measures
 """
 from __future__ import annotations
 
@@ -137,6 +139,9 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true", help="never use the fidelity kit's weights")
     ap.add_argument("--redo", action="store_true", help="re-run entries already in the results")
     ap.add_argument("--keep", action="store_true", help="keep the bundles (in --scratch)")
+    ap.add_argument("--keep-precisions", nargs="+", default=[],
+                    help="keep only the bundles of these precisions (e.g. fp32: bench_all.py measures them when "
+                         "--scratch is its --bundle-dir)")
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "mc2export-export-all")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", type=Path, default=RESULTS / "export_all")
@@ -172,7 +177,7 @@ def main() -> None:
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(results, indent=1) + "\n")  # after every run: resumable
                     write_markdown(results, args.out.with_suffix(".md"))
-                    if not args.keep:
+                    if not (args.keep or prec in args.keep_precisions):
                         shutil.rmtree(out, ignore_errors=True)
         finally:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
