@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=["onnx", "coreml", "executorch"])
     ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32 + the format's compressed mode "
                                                                   "(onnx int8, coreml pal6, executorch int8)")
+    ap.add_argument("--compressed", action="store_true", help="only the compressed mode of each format")
     ap.add_argument("--random-weights", action="store_true", help="never use the fidelity kit's weights")
     ap.add_argument("--redo", action="store_true", help="re-run entries already in the results")
     ap.add_argument("--keep", action="store_true", help="keep the bundles (in --scratch)")
@@ -158,7 +159,8 @@ def main() -> None:
         weights = ["--checkpoint", str(ckpt)] if ckpt else ["--random-weights"]
         try:
             for fmt in args.formats:
-                for prec in args.precisions or ["fp32", COMPRESSED[fmt]]:
+                precs = [COMPRESSED[fmt]] if args.compressed else ["fp32", COMPRESSED[fmt]]
+                for prec in args.precisions or precs:
                     key = f"{variant}/{fmt}/{prec}"
                     if key in results["runs"] and results["runs"][key].get("ok") and not args.redo:
                         print(f"{key}: done before, skipped", flush=True)
