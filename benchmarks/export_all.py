@@ -124,6 +124,17 @@ def write_markdown(results: dict, path: Path) -> None:
                      f"{zs.get('top1_agreement', '–')} | {r.get('loadavg', ['–'])[0]} |")
     lines += ["", "Core ML prediction needs macOS: on Linux its figures come from the weights read back from the "
               ".mlpackage run in PyTorch (see docs/bundle.md).", ""]
+    lines += ["## fp32, both towers, all three formats (one process per format, run one after another)", "",
+              "Goal for MobileCLIP2-S4: under 4 minutes and 8 GiB peak.", "",
+              "| variant | formats done | total s | peak RSS GiB | all validated |", "|---|---|---|---|---|"]
+    for v in sorted({k.split("/")[0] for k in results["runs"]}):
+        rs = [r for k, r in results["runs"].items() if k.startswith(v + "/") and k.endswith("/fp32")]
+        if not rs:
+            continue
+        total = sum(r.get("seconds", 0) for r in rs)
+        peak = max(r.get("peak_rss_mb", 0) for r in rs) / 1024
+        lines.append(f"| {v} | {len(rs)} | {total:.0f} | {peak:.1f} | {'yes' if all(r['ok'] for r in rs) else 'NO'} |")
+    lines.append("")
     path.write_text("\n".join(lines))
 
 

@@ -488,3 +488,19 @@ def test_ios_app_flow_replayed(tmp_path):
     assert [c[2:5] for c in calls] == [["list", "devices", "--json-output"], ["device", "copy", "to"],
                                        ["device", "process", "launch"], ["device", "copy", "from"]]
     assert bundle_checksum(load_bundle(b).config["files"]) == checksum
+
+
+def test_ios_app_honours_the_harness_launch_arguments_and_paths():
+    """``mc2export bench --device ios`` launches the sample app with these arguments and copies these paths:
+    the Swift side must use the same strings (it cannot be built here, so they are compared as text)."""
+    swift = (Path(__file__).resolve().parents[1] / "examples" / "ios" / "MC2Demo" / "AppModel.swift").read_text()
+    consts = dict(re.findall(r'static let (\w+) = "([^"]+)"', swift))
+    assert consts["benchArg"] == apple.ARG_BENCH
+    assert consts["benchModeArg"] == apple.ARG_MODE
+    assert consts["resultPath"] == apple.APP_RESULT
+    assert consts["bundlePath"] == apple.APP_BUNDLE_DIR
+    cmd = apple.launch_command("UDID", "com.mc2export.demo", "quick")
+    assert cmd[cmd.index(apple.ARG_BENCH) + 1] == apple.APP_BUNDLE_DIR and cmd[cmd.index(apple.ARG_MODE) + 1] == "quick"
+    # the app reads both arguments and writes its result where the harness copies it from
+    assert "arguments.firstIndex(of: Self.benchArg)" in swift and "arguments.firstIndex(of: Self.benchModeArg)" in swift
+    assert "appendingPathComponent(Self.resultPath)" in swift

@@ -149,3 +149,18 @@ def test_fp16_traps_guarded():
     assert torch.isfinite(y).all()
     assert torch.allclose(y, torch.nn.functional.normalize(x, dim=-1), atol=2e-3)
     assert torch.equal(l2_normalize(torch.zeros(1, 8)), torch.zeros(1, 8))
+
+
+def test_read_back_counts_zero_parameters_the_converter_removed():
+    """A random-weights ViT has an all-zero position embedding: coremltools drops the addition of zero,
+    so the constant is not in the program. It counts as covered (listed); a missing non-zero weight does not."""
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        m[1].bias.zero_()
+    consts = {"p_0_weight": m[0].weight.detach().numpy(), "p_0_bias": m[0].bias.detach().numpy(),
+              "p_1_weight": m[1].weight.detach().numpy()}
+    _, cov = C._read_back(m, consts)
+    assert cov["elements_fraction"] == 1.0 and cov["zero_eliminated_by_converter"] == ["1.bias"]
+    del consts["p_0_bias"]
+    _, cov = C._read_back(m, consts)
+    assert cov["elements_fraction"] < 1.0 and cov["not_found"] == ["0.bias"]
