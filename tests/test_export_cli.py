@@ -75,6 +75,9 @@ def test_success_random_weights_stamped(random_bundle):
     (["onnx", "--variant", "s0", "--towers", "audio"], "--towers"),
     (["executorch", "--variant", "s0", "--batch", "0"], "--batch"),
     (["onnx", "--variant", "s0", "--random-weights", "--checkpoint", "x.pt"], "one weight source"),
+    (["executorch", "--variant", "s0", "--delegate", "vulkan"], "unknown ExecuTorch delegate"),
+    (["executorch", "--variant", "s0", "--delegate", "coreml", "--precision", "int8"], "--delegate xnnpack"),
+    (["onnx", "--variant", "s0", "--delegate", "coreml"], "ExecuTorch option"),
 ])
 def test_bad_options(args, needle, capsys, tmp_path):
     out = tmp_path / "out"

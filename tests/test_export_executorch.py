@@ -134,3 +134,24 @@ def test_fp16_text_s0(checkpoints, tmp_path):
     r = E.export_bundle("executorch", "s0", out=tmp_path / "h", checkpoint=checkpoints["s0"], precision="fp16",
                         towers="text")
     assert r["towers"]["text"]["cosine_min"] >= 0.999
+
+
+def test_coreml_delegate_mct_text(checkpoints, reference, tmp_path):
+    """``--delegate coreml``: the MCt text tower lowered whole to ExecuTorch's Core ML backend. Off Apple
+    platforms the runtime has no Core ML backend: the program's I/O and metadata method are checked and the
+    delegated Core ML program's weights, read back from the .pte, reproduce the golden features."""
+    import sys
+
+    out = tmp_path / "etcm"
+    res = E.export_bundle("executorch", "mobileclip-s0", out=out, checkpoint=checkpoints["mcs0"], towers="text",
+                          normalize=False, delegate="coreml")
+    cfg = B.verify_bundle(out)
+    assert cfg["models"]["text"]["delegate"] == "CoreML" and cfg["models"]["text"]["compute_precision"] == "float32"
+    val = json.loads((out / "validation.json").read_text())["towers"]["text"]
+    assert val["delegated_partitions"] == 1 and val["io"]["inputs"][0] == {"name": "tokens", "dtype": "int32",
+                                                                            "shape": [1, 77]}
+    if sys.platform != "darwin":
+        assert res["prediction"]["text"].startswith("skipped")
+        assert val["emulation"]["weights_read_back"]["elements_fraction"] >= 0.999
+    assert X.read_metadata(out / "text.pte")["mc2export.tower"] == "text"
+    assert val["cosine_min"] >= 0.99999 and val["max_abs_over_std"] <= 1e-4

@@ -157,16 +157,17 @@ def _expected_io(fmt_mod, tower: str, card: dict, batch: int) -> dict:
     return {"inputs": [inp], "outputs": [{"name": "embedding", "dtype": "float32", "shape": [batch, card["embed_dim"]]}]}
 
 
-def default_out(fmt: str, variant: str, precision: str) -> Path:
+def default_out(fmt: str, variant: str, precision: str, delegate: Optional[str] = None) -> Path:
     from .. import cards
 
-    return Path(f"{cards.resolve_variant(variant)}-{fmt}-{precision}")
+    kind = fmt + (f"-{delegate}" if delegate and delegate != "xnnpack" else "")
+    return Path(f"{cards.resolve_variant(variant)}-{kind}-{precision}")
 
 
 def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrained: bool = False,
                   random_weights: bool = False, precision: str = "fp32", towers=TOWERS, force: bool = False,
-                  batch: int = 1, normalize: bool = True, log: Callable[[str], None] = lambda s: None,
-                  _hooks: Optional[dict] = None) -> dict:
+                  batch: int = 1, normalize: bool = True, delegate: Optional[str] = None,
+                  log: Callable[[str], None] = lambda s: None, _hooks: Optional[dict] = None) -> dict:
     """Export, validate and write a bundle; returns the summary (also what ``validation.json`` holds).
 
     Raises ``UserError`` for bad input (nothing is written) and :class:`.validate.ValidationError`
@@ -192,7 +193,12 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
     towers = parse_towers(towers)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UserError(f"--batch must be a positive integer, got {batch!r}")
-    out = Path(out) if out is not None else default_out(fmt, vid, precision)
+    if fmt == "executorch":
+        delegate = delegate or "xnnpack"
+        format_module(fmt).check_delegate(delegate, precision)
+    elif delegate not in (None, ""):
+        raise UserError(f"--delegate is an ExecuTorch option (xnnpack or coreml), not one of {fmt}")
+    out = Path(out) if out is not None else default_out(fmt, vid, precision, delegate)
     B.check_out(out, force)
     fmt_mod = format_module(fmt)
     with quiet_toolchains():
@@ -240,7 +246,7 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
                 hooks["before_export"](tower)
             with quiet_toolchains():
                 info = fmt_mod.export(tower, wrapper, example, tmp, precision, meta, scratch, log=log, card=card,
-                                      calibration=probe)
+                                      calibration=probe, delegate=delegate)
             t_export = time.perf_counter() - t1
             info["contract"] = contract
             log(f"  {tower}: exported in {t_export:.1f}s; validating")
@@ -398,8 +404,8 @@ def summary_table(result: dict) -> str:
                     f"({zs['decided_images']} with a reference margin >= 0.02)")
     skipped = [t for t, v in result["towers"].items() if str(v["prediction"]).startswith("skipped")]
     if skipped:
-        tail.append("Core ML prediction was SKIPPED (needs macOS): the converted programs were checked (spec, I/O, "
-                    "metadata) and their weights, read back from the .mlpackage, were run in PyTorch.")
+        tail.append("Core ML prediction was SKIPPED (needs macOS): the saved programs were checked (I/O, metadata) "
+                    "and their weights, read back from the saved files, were run in PyTorch.")
     return "\n".join(lines + tail)
 
 

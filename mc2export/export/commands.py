@@ -14,7 +14,7 @@ import typer
 _HELP = {
     "onnx": "Export to ONNX (opset 18, ONNX Runtime incl. Mobile), validated in onnxruntime.",
     "coreml": "Export to Core ML (ML program, iOS17/macOS14, ImageType input), validated (prediction on macOS).",
-    "executorch": "Export to ExecuTorch (.pte, XNNPACK delegate), validated in ExecuTorch's runtime.",
+    "executorch": "Export to ExecuTorch (.pte, XNNPACK or Core ML delegate), validated in ExecuTorch's runtime.",
 }
 _PRECISION_HELP = {
     "onnx": "fp32, fp16 (fp16 weights+compute, fp32 I/O) or int8 (onnxruntime dynamic quantization)",
@@ -43,6 +43,9 @@ def _make(fmt: str, command):
         normalize: bool = typer.Option(True, "--normalize/--no-normalize",
                                        help="L2-normalize the output embeddings inside the models (default: yes)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages (the summary is still printed)."),
+        delegate: Optional[str] = typer.Option(None, "--delegate", hidden=fmt != "executorch",
+                                               help="ExecuTorch backend: xnnpack (default; CPU, Android and iOS) or "
+                                                    "coreml (Core ML inside the .pte; iOS/macOS, fp32/fp16)."),
     ) -> None:
         from . import export_bundle, summary_table
         from .validate import ValidationError
@@ -54,7 +57,7 @@ def _make(fmt: str, command):
         try:
             result = export_bundle(fmt, variant, out=out, checkpoint=checkpoint, pretrained=pretrained,
                                    random_weights=random_weights, precision=precision, towers=towers, force=force,
-                                   batch=batch, normalize=normalize, log=log)
+                                   batch=batch, normalize=normalize, delegate=delegate, log=log)
         except ValidationError as e:
             typer.echo(f"export failed validation (nothing was written): {e}", err=True)
             raise typer.Exit(3)

@@ -32,6 +32,7 @@ from ..errors import UserError
 
 FORMAT = "executorch"
 PRECISIONS = ("fp32", "fp16", "int8")
+DELEGATES = ("xnnpack", "coreml")
 PIP_HINT = "pip install 'mc2export[export]'"
 
 
@@ -155,14 +156,40 @@ def _quantize(tower: str, wrapper, example, card: dict, log) -> torch.nn.Module:
     return convert_pt2e(prepared)
 
 
+def check_delegate(delegate: str, precision: str) -> None:
+    if delegate not in DELEGATES:
+        raise UserError(f"unknown ExecuTorch delegate '{delegate}': choose one of {', '.join(DELEGATES)}")
+    if delegate == "coreml" and precision not in ("fp32", "fp16"):
+        raise UserError(f"the Core ML delegate takes fp32 or fp16, not {precision}: use --delegate xnnpack for int8, "
+                        "or `mc2export coreml --precision int8|pal6|pal4` for compressed Core ML")
+
+
+def _coreml_partitioner(precision: str):
+    try:
+        import coremltools as ct
+        from executorch.backends.apple.coreml.compiler import CoreMLBackend
+        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+    except ImportError as e:
+        raise UserError(f"ExecuTorch's Core ML delegate needs coremltools and executorch's Core ML backend ({e}): "
+                        f"{PIP_HINT}") from None
+    specs = CoreMLBackend.generate_compile_specs(
+        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        minimum_deployment_target=ct.target.iOS17)  # as `mc2export coreml`: keeps the Neural Engine
+    return CoreMLPartitioner(compile_specs=specs)
+
+
 def export(tower: str, wrapper, example, folder: Path, precision: str, metadata: Dict[str, str], scratch: Path,
-           log: Callable[[str], None] = lambda s: None, card: dict = None, **_) -> dict:
+           log: Callable[[str], None] = lambda s: None, card: dict = None, delegate: str = "xnnpack", **_) -> dict:
     require()
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     if precision not in PRECISIONS:
         raise UserError(f"ExecuTorch precision '{precision}' is not supported: choose one of {', '.join(PRECISIONS)}")
+    check_delegate(delegate, precision)
+    if delegate == "coreml":
+        return _export_coreml_delegate(tower, wrapper, example, folder, precision, metadata, log)
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
     info = {"delegate": "XNNPACK", "exporter": "executorch.exir.to_edge_transform_and_lower"}
     module = wrapper
     if precision == "fp16":
@@ -193,6 +220,23 @@ def export(tower: str, wrapper, example, folder: Path, precision: str, metadata:
     return info
 
 
+def _export_coreml_delegate(tower, wrapper, example, folder, precision, metadata, log) -> dict:
+    """The whole tower lowered to ExecuTorch's Core ML backend (one ML program inside the ``.pte``;
+    Core ML computes in fp16 itself for ``fp16``). Runs on iOS / macOS only."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    log(f"  torch.export -> edge -> Core ML delegate (iOS17, compute {precision})")
+    ep = torch.export.export(wrapper, (example,))
+    edge = to_edge_transform_and_lower(ep, partitioner=[_coreml_partitioner(precision)],
+                                       constant_methods={"get_metadata": json.dumps(metadata, sort_keys=True)})
+    prog = edge.to_executorch()
+    with open(Path(folder) / file_name(tower), "wb") as f:
+        prog.write_to_file(f)
+    return {"delegate": "CoreML", "exporter": "executorch.exir.to_edge_transform_and_lower",
+            "compute_precision": "float32" if precision == "fp32" else "float16", "deployment_target": "iOS17 / macOS14",
+            "delegated_partitions": _count_delegates(edge), "files": [file_name(tower)]}
+
+
 def _count_delegates(edge) -> int:
     try:
         gm = edge.exported_program().graph_module
@@ -211,7 +255,8 @@ _DTYPES = {6: "float32", 5: "float16", 3: "int32", 4: "int64"}  # c10::ScalarTyp
 
 
 def read_io(method) -> dict:
-    meta = method.metadata
+    """Inputs/outputs of a loaded method, or of a method's ``MethodMeta`` (``program.metadata(name)``)."""
+    meta = getattr(method, "metadata", method)
     ins, outs = [], []
     for i in range(meta.num_inputs()):
         t = meta.input_tensor_meta(i)
@@ -229,12 +274,15 @@ def read_metadata(path: Path) -> dict:
     return json.loads(out[0])
 
 
-def runner(folder: Path, tower: str, info: dict, **_):
+def runner(folder: Path, tower: str, info: dict, wrapper=None, precision: str = "fp32", **_):
     """``(fn, io, how)``: the ``.pte`` in ExecuTorch's Python runtime (``executorch.runtime``)."""
+    import sys
     from importlib import metadata as md
 
     path = Path(folder) / info["files"][0]
     prog = _runtime().load_program(str(path))
+    if info.get("delegate") == "CoreML" and sys.platform != "darwin":
+        return _coreml_delegate_off_apple(path, prog, wrapper, precision, info)
     method = prog.load_method("forward")
     io = read_io(method)
     # ExecuTorch methods have no input names: the names are ours, by position (one input, one output).
@@ -243,3 +291,50 @@ def runner(folder: Path, tower: str, info: dict, **_):
         return method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
 
     return run, io, f"executorch {md.version('executorch')} runtime (XNNPACK + portable kernels)"
+
+
+def _coreml_delegate_off_apple(path: Path, prog, wrapper, precision: str, info: dict):
+    """Off Apple platforms the Core ML backend is not in ExecuTorch's runtime: check the program (its
+    inputs/outputs, the metadata method) and run the weights of the delegated Core ML programs, read back
+    from the ``.pte``, in PyTorch -- as ``mc2export coreml`` validates on Linux."""
+    import contextlib
+    import io as _io
+    import tempfile
+
+    from . import coreml as C
+
+    try:
+        from executorch.examples.apple.coreml.scripts.extract_coreml_models import extract_coreml_models
+    except ImportError as e:  # pragma: no cover - shipped in the executorch wheel
+        raise UserError(f"cannot read the Core ML programs back from the .pte ({e}): {PIP_HINT}") from None
+    io_ = read_io(prog.metadata("forward"))
+    json.loads(prog.load_method("get_metadata").execute([])[0])  # the metadata method runs on portable kernels
+    with tempfile.TemporaryDirectory(prefix="mc2export-coreml-delegate-") as d:
+        with contextlib.redirect_stdout(_io.StringIO()):
+            models = extract_coreml_models(Path(path).read_bytes(), d)
+        consts = {}
+        for m in models:
+            for pkg in Path(m).rglob("*.mlpackage"):
+                consts.update(C.saved_consts(pkg))
+    emu, coverage = C._read_back(wrapper, consts)
+    info["emulation"] = {"weights_read_back": coverage, "activations": "float16" if precision != "fp32" else "float32"}
+    if coverage["elements_fraction"] < 0.999:
+        from .validate import ValidationError
+
+        raise ValidationError(f"executorch: only {coverage['elements_fraction']:.1%} of the weights could be read back "
+                              f"from the Core ML delegate (missing {coverage['not_found']})")
+    half = precision != "fp32"
+    emu = emu.half() if half else emu.float()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x)
+        if half and t.is_floating_point():
+            t = t.half()
+        with torch.no_grad():
+            return emu(t).float().numpy()
+
+    run.any_batch = True
+    how = ("skipped: ExecuTorch's Core ML delegate runs on iOS/macOS only; checked the .pte (inputs/outputs, metadata "
+           f"method, {len(models)} Core ML program(s)) and ran their weights, read back, in PyTorch "
+           f"({'fp16' if half else 'fp32'} activations)")
+    return run, io_, how
