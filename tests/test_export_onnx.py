@@ -135,7 +135,7 @@ def test_onnxruntime_fuses_every_gelu(key, bundles, tmp_path):
         so.log_severity_level = 3
         ort.InferenceSession(str(bundles[key] / f"{tower}.onnx"), so, providers=["CPUExecutionProvider"])
         ops = [n.op_type for n in onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node]
-        assert "Erf" not in ops and ops.count("Gelu") >= 10, f"{key} {tower}: {sorted(set(ops))}"
+        assert "Erf" not in ops and "Gelu" in ops, f"{key} {tower}: {sorted(set(ops))}"
 
 
 def test_pooled_last_block_is_exact():
