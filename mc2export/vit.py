@@ -123,6 +123,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, ln_eps) for _ in range(layers)])
         self.norm = nn.LayerNorm(width, eps=ln_eps)
         self.head = nn.Linear(width, embed_dim)
+        self.pool_last_block = True  # the last block computes the class token only (exact; see forward)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -131,10 +132,13 @@ class VisionTransformer(nn.Module):
             x = torch.cat([cls, x + self.pos_embed], dim=1)
         else:
             x = torch.cat([cls, x], dim=1) + self.pos_embed
-        x = self.blocks[:-1](self.norm_pre(x))
-        # Only the class token is pooled: the last block's projection and MLP and the final norm run on it
-        # alone (exact: they work per token).
-        x = self.blocks[-1].forward_cls(x)
+        x = self.norm_pre(x)
+        if self.pool_last_block:
+            # Only the class token is pooled: the last block's projection and MLP and the final norm run on
+            # it alone (exact: they work per token).
+            x = self.blocks[-1].forward_cls(self.blocks[:-1](x))
+        else:
+            x = self.blocks(x)
         return self.head(self.norm(x[:, 0]))
 
     def reparameterize(self) -> None:

@@ -202,7 +202,16 @@ def export(tower: str, wrapper, example, folder: Path, precision: str, metadata:
 
             card = get_card(metadata["mc2export.variant"])
         log("  PT2E int8 quantization (XNNPACKQuantizer, " + ("dynamic" if tower == "text" else "static") + ")")
-        module = _quantize(tower, wrapper, example, card, log)
+        # XNNPACK's static int8 rejects the class-token slice before a ViT's last block at init ("Failed to
+        # create static slice node"): int8 runs the full last block
+        vits = [m for m in wrapper.modules() if getattr(m, "pool_last_block", None) is True]
+        for m in vits:
+            m.pool_last_block = False
+        try:
+            module = _quantize(tower, wrapper, example, card, log)
+        finally:
+            for m in vits:
+                m.pool_last_block = True
         info["quantization"] = {"method": "PT2E XNNPACKQuantizer", "per_channel": True,
                                 "activations": "dynamic" if tower == "text" else "static (calibrated)"}
     log("  torch.export -> edge -> XNNPACK lowering")
@@ -283,7 +292,13 @@ def runner(folder: Path, tower: str, info: dict, wrapper=None, precision: str = 
     prog = _runtime().load_program(str(path))
     if info.get("delegate") == "CoreML" and sys.platform != "darwin":
         return _coreml_delegate_off_apple(path, prog, wrapper, precision, info)
-    method = prog.load_method("forward")
+    try:
+        method = prog.load_method("forward")
+    except RuntimeError as e:  # e.g. XNNPACK rejecting a node at init: the .pte is unusable, say so in one line
+        from .validate import ValidationError
+
+        raise ValidationError(f"executorch {tower} ({precision}): the exported program does not load in ExecuTorch's "
+                              f"runtime ({e}); export another precision (e.g. fp32 or fp16)") from None
     io = read_io(method)
     # ExecuTorch methods have no input names: the names are ours, by position (one input, one output).
 
