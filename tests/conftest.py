@@ -31,3 +31,13 @@ def detweights(reference):
     import detweights as mod  # the kit's deterministic weight generator
 
     return mod
+
+
+@pytest.fixture(scope="session")
+def checkpoints(reference, detweights, tmp_path_factory):
+    """The fidelity kit's seed-0 weights of the export test cases (golden.EXPORT_CASES) in their official
+    layouts, written once for the ONNX, Core ML and ExecuTorch export tests."""
+    from golden import EXPORT_CASES, write_official
+
+    d = tmp_path_factory.mktemp("ckpt")
+    return {k: write_official(reference, detweights, name, d) for k, (name, _) in EXPORT_CASES.items()}

@@ -15,7 +15,7 @@ pytest.importorskip("coremltools")
 
 import mc2export  # noqa: E402
 import mc2export.export as E  # noqa: E402
-from golden import EXPORT_CASES, golden, index, lazy_bundles, write_official  # noqa: E402
+from golden import EXPORT_CASES, golden, index, lazy_bundles  # noqa: E402
 from mc2export.export import bundle as B  # noqa: E402
 from mc2export.export import coreml as C  # noqa: E402
 from mc2export.export.wrappers import build_wrappers  # noqa: E402
@@ -23,12 +23,6 @@ from mc2export.export.wrappers import build_wrappers  # noqa: E402
 TOL = 1e-4
 CASES = EXPORT_CASES
 MAC = sys.platform == "darwin"
-
-
-@pytest.fixture(scope="module")
-def checkpoints(reference, detweights, tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    return {k: write_official(reference, detweights, name, d) for k, (name, _) in CASES.items()}
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,16 @@ import pytest
 pytest.importorskip("executorch")
 
 import mc2export.export as E  # noqa: E402
-from golden import golden, index, write_official  # noqa: E402
+from golden import EXPORT_CASES, golden, index  # noqa: E402
 from mc2export.export import bundle as B  # noqa: E402
 from mc2export.export import executorch as X  # noqa: E402
 
 TOL = 1e-4
-CASES = {"s0": ("open_clip/MobileCLIP2-S0", "mobileclip2-s0"), "mcs0": ("apple_v1/mobileclip_s0", "mobileclip-s0")}
+CASES = EXPORT_CASES
 DEFAULT = [("s0", "image"), ("s0", "text"), ("mcs0", "text")]
 SLOW = [("mcs0", "image")]
 PARAMS = [pytest.param(k, t, id=f"{k}-{t}") for k, t in DEFAULT] + \
          [pytest.param(k, t, id=f"{k}-{t}", marks=pytest.mark.slow) for k, t in SLOW]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(reference, detweights, tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    return {k: write_official(reference, detweights, name, d) for k, (name, _) in CASES.items()}
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 import mc2export.export as E  # noqa: E402
-from golden import EXPORT_CASES, golden, index, lazy_bundles, write_official  # noqa: E402
+from golden import EXPORT_CASES, golden, index, lazy_bundles  # noqa: E402
 from mc2export.export import bundle as B  # noqa: E402
 from mc2export.export import onnx as O  # noqa: E402
 
 TOL = 1e-4  # x std of the golden features, as the export validation
 CASES = EXPORT_CASES
-
-
-@pytest.fixture(scope="module")
-def checkpoints(reference, detweights, tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    return {k: write_official(reference, detweights, name, d) for k, (name, _) in CASES.items()}
 
 
 @pytest.fixture(scope="module")
