@@ -112,14 +112,24 @@ def test_xnnpack_friendly_rewrite_is_exact_and_restored(variant, tower):
     assert err < 1e-5, f"{variant} {tower}: rewrite differs by {err:.1e} x std"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tower", ["text", "image"])
+@pytest.mark.parametrize("tower", [pytest.param("text", marks=pytest.mark.slow), "image"])
 def test_int8_s0(tower, checkpoints, tmp_path):
+    """int8 = dynamic int8 (int8 weights, activations quantized per call): no calibration, within the floor."""
     r = E.export_bundle("executorch", "s0", out=tmp_path / "q", checkpoint=checkpoints["s0"], precision="int8",
                         towers=tower)
     t = r["towers"][tower]
-    assert t["passed"] and t["cosine_min"] >= 0.99
-    assert t["quantization"]["activations"] == ("dynamic" if tower == "text" else "static (calibrated)")
+    assert t["passed"] and t["cosine_min"] >= 0.99 and t["quantization"]["activations"] == "dynamic"
+    fp32_mb = {"image": 45, "text": 250}[tower]
+    assert (tmp_path / "q" / f"{tower}.pte").stat().st_size < 0.6 * fp32_mb * 1e6
+
+
+@pytest.mark.slow
+def test_int8_static_image_s0(checkpoints, tmp_path):
+    """int8-static: image activations calibrated (int8 from layer to layer)."""
+    r = E.export_bundle("executorch", "s0", out=tmp_path / "q", checkpoint=checkpoints["s0"],
+                        precision="int8-static", towers="image")
+    t = r["towers"]["image"]
+    assert t["passed"] and t["cosine_min"] >= 0.99 and t["quantization"]["activations"] == "static (calibrated)"
 
 
 @pytest.mark.slow
@@ -152,9 +162,26 @@ def test_coreml_delegate_mct_text(checkpoints, reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_vit_image_loads_and_validates(tmp_path):
+def test_int8_static_vit_image_loads_and_validates(tmp_path):
     """Static int8 of a ViT image tower: XNNPACK rejected the class-token slice before the last block at
-    init, so int8 runs the full last block (found by the export sweep); ~75 s here."""
+    init, so static int8 runs the full last block (found by the export sweep); ~75 s here."""
     res = E.export_bundle("executorch", "b", out=tmp_path / "b", random_weights=True, towers="image",
-                          precision="int8")
+                          precision="int8-static")
     assert res["towers"]["image"]["cosine_min"] >= 0.99
+
+
+def test_set_attributes_switches_and_restores():
+    import torch
+
+    from mc2export.export.wrappers import set_attributes
+
+    a, b, c = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    a.pool_last_block, b.pool_last_block = True, False
+    root = torch.nn.Sequential(a, b, c)
+    with pytest.raises(RuntimeError):
+        with set_attributes(root, "pool_last_block", False):
+            assert a.pool_last_block is False and b.pool_last_block is False and not hasattr(c, "pool_last_block")
+            raise RuntimeError("interrupted export")
+    assert a.pool_last_block is True and b.pool_last_block is False
+    with set_attributes(root, "pool_last_block", False, enabled=False):
+        assert a.pool_last_block is True

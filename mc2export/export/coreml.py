@@ -412,22 +412,39 @@ def runner(folder: Path, tower: str, info: dict, wrapper=None, card=None, precis
 
         return run, io, f"coremltools {ct.__version__} prediction (Core ML, compute units ALL)"
 
-    emu, coverage = emulate(path, wrapper)  # the weights of the file on disk, not of the object in memory
-    info["emulation"] = {"weights_read_back": coverage}
-    if coverage["elements_fraction"] < 0.999:
-        from .validate import ValidationError
+    # the weights of the file on disk, not of the object in memory
+    affine = image_type_params(card) if image_type else None
+    run_emulated, info["emulation"] = emulated_runner(saved_consts(path), wrapper, precision, image_affine=affine,
+                                                      what=f"coreml {tower}", source="the .mlpackage")
+    how = ("skipped: Core ML prediction needs macOS; checked the saved program (spec, I/O, metadata, fp16 constants) "
+           "and ran its weights, read back from the .mlpackage, in PyTorch "
+           f"({'fp16' if precision != 'fp32' else 'fp32'} activations)")
+    return run_emulated, io, how
 
-        raise ValidationError(f"coreml {tower}: only {coverage['elements_fraction']:.1%} of the weights could be read "
-                              f"back from the .mlpackage for validation (missing {coverage['not_found']})")
+
+def emulated_runner(consts: Dict[str, np.ndarray], wrapper: torch.nn.Module, precision: str, image_affine=None,
+                    what: str = "coreml", source: str = "the Core ML program"):
+    """``(run, emulation facts)``: ``wrapper`` with the weights of a saved Core ML program (``consts``) in
+    PyTorch, in the program's compute precision -- the Linux stand-in for Core ML prediction. Fails
+    (:class:`ValidationError`) unless nearly every parameter is found among the program's constants.
+    ``image_affine``: the ImageType's ``(scale, bias)``, applied to the [0, 1] input rounded to uint8."""
+    from .validate import ValidationError
+
+    emu, coverage = _read_back(wrapper, consts)
     half = precision != "fp32"
+    facts = {"weights_read_back": coverage, "activations": "float16" if half else "float32"}
+    if coverage["elements_fraction"] < 0.999:
+        raise ValidationError(f"{what}: only {coverage['elements_fraction']:.1%} of the weights could be read back "
+                              f"from {source} for validation (missing {coverage['not_found']})")
     emu = emu.half() if half else emu.float()
-    scale, bias = image_type_params(card) if image_type else (None, None)
+    if image_affine is not None:
+        scale, bias = image_affine
+        bias = torch.tensor(bias, dtype=torch.float32).reshape(1, 3, 1, 1)
 
-    def run_emulated(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x)
-        if image_type:  # what the ImageType does: pixel * scale + bias[c], pixel = uint8
-            u8 = torch.round(t * 255.0)
-            t = u8 * scale + torch.tensor(bias, dtype=torch.float32).reshape(1, 3, 1, 1)
+        if image_affine is not None:  # what the ImageType does: pixel * scale + bias[c], pixel = uint8
+            t = torch.round(t * 255.0) * scale + bias
         if half and t.is_floating_point():
             t = t.half()
         if t.dim() == 4:  # channels-last: oneDNN's faster conv path, same results to rounding
@@ -435,9 +452,5 @@ def runner(folder: Path, tower: str, info: dict, wrapper=None, card=None, precis
         with torch.no_grad():
             return emu(t).float().numpy()
 
-    how = ("skipped: Core ML prediction needs macOS; checked the saved program (spec, I/O, metadata, fp16 constants) "
-           "and ran its weights, read back from the .mlpackage, in PyTorch "
-           f"({'fp16' if half else 'fp32'} activations)")
-    info["emulation"]["activations"] = "float16" if half else "float32"
-    run_emulated.any_batch = True  # PyTorch takes the whole probe set at once
-    return run_emulated, io, how
+    run.any_batch = True  # PyTorch takes the whole probe set at once
+    return run, facts

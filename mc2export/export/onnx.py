@@ -103,14 +103,18 @@ def _torch_export(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, i
                 if value.name == "embedding" and value not in model.graph.outputs:
                     value.name = "embedding_internal"
         model.graph.outputs[0].name = "embedding"
+        props, model.doc_string, model.producer_name = _metadata_fields(metadata)
         model.metadata_props.clear()
-        model.metadata_props.update({str(k): str(v) for k, v in metadata.items()})
-        model.doc_string = metadata.get("description", "")
-        model.producer_name = "mc2export"
+        model.metadata_props.update(props)
         program.save(str(path), external_data=external)
 
 
 _TMP_OUT = "mc2export_output"
+
+
+def _metadata_fields(metadata: Dict[str, str]):
+    """``(metadata_props, doc_string, producer_name)`` of every model we write (in memory or saved)."""
+    return {str(k): str(v) for k, v in metadata.items()}, metadata.get("description", ""), "mc2export"
 
 
 def _set_metadata(path: Path, metadata: Dict[str, str], external: bool) -> None:
@@ -118,12 +122,11 @@ def _set_metadata(path: Path, metadata: Dict[str, str], external: bool) -> None:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    props, model.doc_string, model.producer_name = _metadata_fields(metadata)
     del model.metadata_props[:]
-    for k, v in metadata.items():
+    for k, v in props.items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = str(k), str(v)
-    model.doc_string = metadata.get("description", "")
-    model.producer_name = "mc2export"
+        entry.key, entry.value = k, v
     onnx.save(model, str(path))  # external data (if any) stays where it is: load_external_data=False
 
 

@@ -105,6 +105,20 @@ def swapped_modules(module: nn.Module, replace: Callable[[nn.Module], Optional[n
             setattr(parent, name, child)
 
 
+@contextlib.contextmanager
+def set_attributes(module: nn.Module, name: str, value, enabled: bool = True):
+    """Within the block, every submodule of ``module`` whose attribute ``name`` is the opposite bool of
+    ``value`` has it set to ``value`` (a graph-form switch such as ``fused_attn``); restored on exit."""
+    changed = [m for m in module.modules() if enabled and getattr(m, name, None) is (not value)]
+    for m in changed:
+        setattr(m, name, value)
+    try:
+        yield module
+    finally:
+        for m in changed:
+            setattr(m, name, not value)
+
+
 def image_input_affine(mean: Sequence[float], std: Sequence[float]):
     """(scale, bias) per channel with ``x * scale + bias == (x - mean) / std``."""
     scale = [1.0 / float(s) for s in std]
