@@ -15,7 +15,7 @@
   (min over the probe set) where static int8 reaches 0.975-0.981, and no block is the culprit (keeping
   any one of stage 1's 12 blocks in fp32 moves it by < 0.005; the error is spread over the depth).
   The token embedding stays fp32 (XNNPACK has no quantized embedding), so int8 text ``.pte`` files
-  stay large.
+  stay large. The image towers' first convolution stays fp32 (see :func:`_image_conv_fp32`).
 * ``int8-static``: image towers fully static int8 (activations calibrated on 16 synthetic images drawn
   with another seed than the validation probe set) -- int8 from layer to layer, the fastest form on
   phones, but close to or under the 0.99 floor for the MCi towers on the fidelity kit's weights (MCi0
@@ -129,7 +129,18 @@ class _Half(torch.nn.Module):
         return self.inner(x).float()
 
 
-def _quantize(wrapper, example, card: dict, static: bool, log) -> torch.nn.Module:
+def _image_conv_fp32(gm: torch.fx.GraphModule):
+    """Quantizer filter for ``gm``: the first convolution -- the one that reads the image (MCi stem, ViT patch
+    embedding) -- stays fp32. XNNPACK's int8 convolution failed to set up that layer at run time
+    ("Propagating input shapes failed", every call) in the MobileCLIP2-S3/S4 and L-14 image towers (those
+    normalize mean/std inside the same delegate); with it in fp32 every other conv / linear quantizes and
+    runs. One layer: < 1% of the tower's work."""
+    first = next((n for n in gm.graph.nodes if n.op == "call_function" and n.target in (
+        torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)), None)
+    return lambda node: node is not first
+
+
+def _quantize(wrapper, example, card: dict, static: bool, image: bool, log) -> torch.nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -137,6 +148,8 @@ def _quantize(wrapper, example, card: dict, static: bool, log) -> torch.nn.Modul
     gm = torch.export.export(wrapper, (example,)).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                is_dynamic=not static))
+    if image:
+        quantizer.set_filter_function(_image_conv_fp32(gm))
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         if not static:
@@ -205,7 +218,7 @@ def export(tower: str, wrapper, example, folder: Path, precision: str, metadata:
         # XNNPACK's static int8 rejects the class-token slice before a ViT's last block at init ("Failed to
         # create static slice node"): static int8 runs the full last block
         with set_attributes(wrapper, "pool_last_block", False, enabled=static):
-            module = _quantize(wrapper, example, card, static, log)
+            module = _quantize(wrapper, example, card, static, tower == "image", log)
         info["quantization"] = {"method": "PT2E XNNPACKQuantizer", "per_channel": True,
                                 "activations": "static (calibrated)" if static else "dynamic"}
     log("  torch.export -> edge -> XNNPACK lowering")
@@ -297,7 +310,13 @@ def runner(folder: Path, tower: str, info: dict, wrapper=None, precision: str = 
     # ExecuTorch methods have no input names: the names are ours, by position (one input, one output).
 
     def run(x: np.ndarray) -> np.ndarray:
-        return method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
+        try:
+            return method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
+        except RuntimeError as e:  # a delegate failing at run time: the .pte is unusable, one line
+            from .validate import ValidationError
+
+            raise ValidationError(f"executorch {tower} ({precision}): the exported program fails in ExecuTorch's "
+                                  f"runtime ({e}); export another precision (e.g. fp32 or fp16)") from None
 
     return run, io, f"executorch {md.version('executorch')} runtime (XNNPACK + portable kernels)"
 
