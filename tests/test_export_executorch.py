@@ -187,16 +187,23 @@ def test_set_attributes_switches_and_restores():
         assert a.pool_last_block is True
 
 
-def test_int8_keeps_the_image_conv_fp32():
+def test_int8_keeps_the_image_conv_and_sensitive_layers_fp32():
     """XNNPACK's int8 convolution failed at run time on the conv reading the image (S3/S4 stem, L-14 patch
-    embedding): the first convolution stays fp32, the others and the linears are quantized."""
+    embedding): the first convolution stays fp32, and so do modules marked ``keep_precision``."""
     import torch
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1), torch.nn.Flatten(),
+    from mc2export.export.wrappers import precision_sensitive
+
+    class Down(torch.nn.Conv2d):
+        keep_precision = True
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 1), Down(8, 8, 1), torch.nn.Flatten(),
                               torch.nn.Linear(8 * 4 * 4, 4))
+    assert precision_sensitive(net) == ["2"]
     gm = torch.export.export(net, (torch.rand(1, 3, 6, 6),)).module()
-    keep = X._image_conv_fp32(gm)
-    got = [(str(n.target).split(".")[1], keep(n)) for n in gm.graph.nodes if n.op == "call_function"
-           and ("conv" in str(n.target) or "linear" in str(n.target))]
-    assert got == [("conv2d", False), ("conv2d", True), ("linear", True)]
-    assert all(keep(n) for n in gm.graph.nodes if n.op != "call_function")  # weights follow their op
+    for image, expect in ((True, [False, True, False, True]), (False, [True, True, False, True])):
+        keep = X._quant_filter(gm, precision_sensitive(net), image)
+        got = [keep(n) for n in gm.graph.nodes if n.op == "call_function"
+               and ("conv" in str(n.target) or "linear" in str(n.target))]
+        assert got == expect, (image, got)
+        assert all(keep(n) for n in gm.graph.nodes if n.op != "call_function")  # weights follow their op

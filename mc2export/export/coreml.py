@@ -145,22 +145,24 @@ def _convert(tower: str, wrapper, example, precision: str, card: dict):
                       compute_units=ct.ComputeUnit.ALL, skip_model_load=sys.platform != "darwin")
 
 
-def _compress(ml, precision: str):
+def _compress(ml, precision: str, keep=()):
+    """Compress the weights; constants named in ``keep`` stay as they are (fp16)."""
     import coremltools as ct
 
     opt = ct.optimize.coreml
     if precision == "int8":
-        cfg = opt.OptimizationConfig(global_config=opt.OpLinearQuantizerConfig(
-            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=WEIGHT_THRESHOLD))
-        return opt.linear_quantize_weights(ml, cfg), {"method": "linear_quantize_weights", "mode": "linear_symmetric",
-                                                       "dtype": "int8", "granularity": "per_channel",
-                                                       "weight_threshold": WEIGHT_THRESHOLD}
-    nbits = int(precision[3:])
-    cfg = opt.OptimizationConfig(global_config=opt.OpPalettizerConfig(
-        mode="kmeans", nbits=nbits, granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD,
-        num_kmeans_workers=1))
-    return opt.palettize_weights(ml, cfg), {"method": "palettize_weights", "mode": "kmeans", "nbits": nbits,
-                                            "granularity": "per_tensor", "weight_threshold": WEIGHT_THRESHOLD}
+        op_cfg = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                             weight_threshold=WEIGHT_THRESHOLD)
+        facts = {"method": "linear_quantize_weights", "mode": "linear_symmetric", "dtype": "int8",
+                 "granularity": "per_channel"}
+    else:
+        nbits = int(precision[3:])
+        op_cfg = opt.OpPalettizerConfig(mode="kmeans", nbits=nbits, granularity="per_tensor",
+                                        weight_threshold=WEIGHT_THRESHOLD, num_kmeans_workers=1)
+        facts = {"method": "palettize_weights", "mode": "kmeans", "nbits": nbits, "granularity": "per_tensor"}
+    cfg = opt.OptimizationConfig(global_config=op_cfg, op_name_configs={name: None for name in keep})
+    fn = opt.linear_quantize_weights if precision == "int8" else opt.palettize_weights
+    return fn(ml, cfg), dict(facts, weight_threshold=WEIGHT_THRESHOLD, kept_uncompressed=len(keep))
 
 
 def _program_consts(ml) -> Dict[str, np.ndarray]:
@@ -228,6 +230,28 @@ def _sanitize(name: str) -> str:
     return "p_" + re.sub(r"[^0-9a-zA-Z_]", "_", name)
 
 
+def _param_of(const_name: str, table: Dict[str, str]):
+    """The parameter a program constant was converted from (``table``: sanitized name -> parameter name):
+    the converter appends ``_suffix`` parts (casts, layout) to the parameter's sanitized name."""
+    cand = const_name
+    while cand not in table:
+        if "_" not in cand:
+            return None
+        cand = cand.rsplit("_", 1)[0]
+    return table[cand]
+
+
+def _kept_consts(consts: Dict[str, np.ndarray], wrapper: torch.nn.Module) -> list:
+    """Program constants holding weights of :func:`.wrappers.precision_sensitive` modules (left uncompressed)."""
+    from .wrappers import precision_sensitive, under
+
+    keep = precision_sensitive(wrapper)
+    if not keep:
+        return []
+    table = {_sanitize(n): n for n, _ in wrapper.named_parameters()}
+    return sorted(c for c in consts if (p := _param_of(c, table)) is not None and under(p.rsplit(".", 1)[0], keep))
+
+
 def _read_back(wrapper: torch.nn.Module, consts: Dict[str, np.ndarray]):
     """A copy of ``wrapper`` with every parameter found among the program's constants replaced by it.
     Returns (module, coverage dict)."""
@@ -236,15 +260,9 @@ def _read_back(wrapper: torch.nn.Module, consts: Dict[str, np.ndarray]):
     found: Dict[str, np.ndarray] = {}
     used = set()
     for cname, v in consts.items():
-        cand = cname
-        while cand and cand not in table:
-            if "_" not in cand:
-                cand = ""
-                break
-            cand = cand.rsplit("_", 1)[0]
-        if not cand:
+        pname = _param_of(cname, table)
+        if pname is None:
             continue
-        pname = table[cand]
         shape = tuple(params[pname].shape)
         arr = np.asarray(v)
         if arr.shape == shape:
@@ -307,7 +325,7 @@ def export(tower: str, wrapper, example, folder: Path, precision: str, metadata:
         info["fp16_constants"] = _fp16_const_check(consts)
     if precision in ("int8", "pal6", "pal4"):
         log(f"  compressing weights ({precision})")
-        ml, info["compression"] = _compress(ml, precision)
+        ml, info["compression"] = _compress(ml, precision, _kept_consts(consts, wrapper))
     # metadata inside the model
     ml.author = metadata.get("author", "")
     ml.license = metadata.get("license", "")

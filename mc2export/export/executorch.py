@@ -15,7 +15,8 @@
   (min over the probe set) where static int8 reaches 0.975-0.981, and no block is the culprit (keeping
   any one of stage 1's 12 blocks in fp32 moves it by < 0.005; the error is spread over the depth).
   The token embedding stays fp32 (XNNPACK has no quantized embedding), so int8 text ``.pte`` files
-  stay large. The image towers' first convolution stays fp32 (see :func:`_image_conv_fp32`).
+  stay large. The image towers' first convolution and the MCi downsampling layers stay fp32 (see
+  :func:`_quant_filter`).
 * ``int8-static``: image towers fully static int8 (activations calibrated on 16 synthetic images drawn
   with another seed than the validation probe set) -- int8 from layer to layer, the fastest form on
   phones, but close to or under the 0.99 floor for the MCi towers on the fidelity kit's weights (MCi0
@@ -129,15 +130,23 @@ class _Half(torch.nn.Module):
         return self.inner(x).float()
 
 
-def _image_conv_fp32(gm: torch.fx.GraphModule):
-    """Quantizer filter for ``gm``: the first convolution -- the one that reads the image (MCi stem, ViT patch
-    embedding) -- stays fp32. XNNPACK's int8 convolution failed to set up that layer at run time
-    ("Propagating input shapes failed", every call) in the MobileCLIP2-S3/S4 and L-14 image towers (those
-    normalize mean/std inside the same delegate); with it in fp32 every other conv / linear quantizes and
-    runs. One layer: < 1% of the tower's work."""
+def _quant_filter(gm: torch.fx.GraphModule, keep, image: bool):
+    """Quantizer filter for ``gm``: ops inside the modules ``keep`` (:func:`.wrappers.precision_sensitive`)
+    stay fp32, and in an image tower so does the first convolution -- the one that reads the image (MCi
+    stem, ViT patch embedding): XNNPACK's int8 convolution failed to set up there at run time ("Propagating
+    input shapes failed", every call) in the MobileCLIP2-S3/S4 and L-14 image towers (those normalize
+    mean/std inside the same delegate). One layer: < 1% of the tower's work."""
+    from .wrappers import under
+
     first = next((n for n in gm.graph.nodes if n.op == "call_function" and n.target in (
-        torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)), None)
-    return lambda node: node is not first
+        torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)), None) if image else None
+
+    def quantize(node) -> bool:
+        if node is first:
+            return False
+        return not any(under(path, keep) for path, _ in (node.meta.get("nn_module_stack") or {}).values())
+
+    return quantize
 
 
 def _quantize(wrapper, example, card: dict, static: bool, image: bool, log) -> torch.nn.Module:
@@ -148,8 +157,9 @@ def _quantize(wrapper, example, card: dict, static: bool, image: bool, log) -> t
     gm = torch.export.export(wrapper, (example,)).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                is_dynamic=not static))
-    if image:
-        quantizer.set_filter_function(_image_conv_fp32(gm))
+    from .wrappers import precision_sensitive
+
+    quantizer.set_filter_function(_quant_filter(gm, precision_sensitive(wrapper), image))
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         if not static:

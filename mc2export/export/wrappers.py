@@ -119,6 +119,17 @@ def set_attributes(module: nn.Module, name: str, value, enabled: bool = True):
             setattr(m, name, not value)
 
 
+def precision_sensitive(module: nn.Module) -> list:
+    """Paths (as in ``named_modules``) of the submodules whose class asks compressed exports to keep their
+    weights (``keep_precision = True``, e.g. the MCi downsampling layers)."""
+    return [n for n, m in module.named_modules() if n and getattr(m, "keep_precision", False)]
+
+
+def under(path: str, prefixes) -> bool:
+    """``path`` is one of ``prefixes`` or inside one of them (dotted module paths)."""
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
 def image_input_affine(mean: Sequence[float], std: Sequence[float]):
     """(scale, bias) per channel with ``x * scale + bias == (x - mean) / std``."""
     scale = [1.0 / float(s) for s in std]
