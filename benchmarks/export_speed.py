@@ -6,7 +6,9 @@ Models (same weights: the fidelity kit's seed-0 weights when available, else ran
     ``mc2export.fold(model, reference_only=True)``'s towers as they are (text with int64 tokens);
   * ``ort-ours``   -- ``mc2export onnx`` fp32 (full folding, int32 tokens, pooled-token LayerNorm,
     L2 normalization inside);
-  * ``et-ours``    -- ``mc2export executorch`` fp32 (XNNPACK).
+  * ``et-ours``    -- ``mc2export executorch`` fp32 (XNNPACK);
+  * ``ort-int8`` / ``et-int8`` -- ``mc2export onnx|executorch --precision int8`` (unless ``--no-int8``):
+    what int8 pays on this CPU, paired against the fp32 export of the same runtime.
 Batch 1, 2 threads for every runtime, interleaved rounds (each round runs every model once, in a
 shuffled order), medians and paired per-round ratios; the load average is recorded before and after.
 Run it only when the machine is otherwise quiet.
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-executorch", action="store_true")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 exports")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -71,15 +74,19 @@ def main() -> None:
     weights = {"checkpoint": ckpt} if ckpt else {"random_weights": True}
     print(f"{vid}: exporting (weights: {'fidelity kit seed 0' if ckpt else 'random'}) ...", flush=True)
     t0 = time.perf_counter()
-    E.export_bundle("onnx", vid, out=work / "onnx", **weights)
-    if not args.no_executorch:
-        E.export_bundle("executorch", vid, out=work / "et", **weights)
+    fmts = ["onnx"] + ([] if args.no_executorch else ["executorch"])
+    precs = ["fp32"] + ([] if args.no_int8 else ["int8"])
+    for fmt in fmts:
+        for prec in precs:
+            E.export_bundle(fmt, vid, out=work / f"{fmt}-{prec}", precision=prec, **weights)
     model = mc2export.create_model(vid, checkpoint=ckpt) if ckpt else mc2export.create_model(vid)
     ref = mc2export.fold(model, reference_only=True)
     r = card["resolution"]
     img = torch.rand(1, 3, r, r, generator=torch.Generator().manual_seed(0))
     tok64 = mc2export.tokenize(["a photo of a cat"])
-    plain_onnx(ref.visual, img, work / "plain-image.onnx", "image")
+    pre = card["preprocess"]  # the plain export takes the normalized image (ours normalizes inside)
+    img_norm = (img - torch.tensor(pre["mean"]).reshape(1, 3, 1, 1)) / torch.tensor(pre["std"]).reshape(1, 3, 1, 1)
+    plain_onnx(ref.visual, img_norm, work / "plain-image.onnx", "image")
     plain_onnx(ref.text, tok64, work / "plain-text.onnx", "tokens")
     print(f"exports ready in {time.perf_counter() - t0:.0f}s; timing ...", flush=True)
 
@@ -87,10 +94,12 @@ def main() -> None:
     runners = {}
     for tower in ("image", "text"):
         s_plain = session(work / f"plain-{tower}.onnx", args.threads)
-        x_plain = inputs[tower] if tower == "image" else tok64.numpy()
+        x_plain = img_norm.numpy() if tower == "image" else tok64.numpy()
         runners[tower, "ort-plain"] = (lambda s=s_plain, x=x_plain: s.run(None, {s.get_inputs()[0].name: x}))
-        s_ours = session(work / "onnx" / f"{tower}.onnx", args.threads)
-        runners[tower, "ort-ours"] = (lambda s=s_ours, x=inputs[tower]: s.run(None, {s.get_inputs()[0].name: x}))
+        for prec in precs:
+            s_ours = session(work / f"onnx-{prec}" / f"{tower}.onnx", args.threads)
+            runners[tower, "ort-" + ("ours" if prec == "fp32" else prec)] = (
+                lambda s=s_ours, x=inputs[tower]: s.run(None, {s.get_inputs()[0].name: x}))
         if not args.no_executorch:
             from executorch.extension.pybindings import portable_lib
             from executorch.runtime import Runtime
@@ -99,9 +108,11 @@ def main() -> None:
                 portable_lib._unsafe_reset_threadpool(args.threads)
             except Exception:  # older builds
                 pass
-            meth = Runtime.get().load_program(str(work / "et" / f"{tower}.pte")).load_method("forward")
-            xt = torch.from_numpy(inputs[tower])
-            runners[tower, "et-ours"] = (lambda m=meth, x=xt: m.execute([x]))
+            for prec in precs:
+                meth = Runtime.get().load_program(str(work / f"executorch-{prec}" / f"{tower}.pte")).load_method(
+                    "forward")
+                xt = torch.from_numpy(inputs[tower])
+                runners[tower, "et-" + ("ours" if prec == "fp32" else prec)] = (lambda m=meth, x=xt: m.execute([x]))
     # sanity: our ORT export agrees with the plain one (up to the L2 normalization ours applies)
     for tower in ("image", "text"):
         a = np.asarray(runners[tower, "ort-plain"]()[0], np.float64)[0]
@@ -144,6 +155,9 @@ def main() -> None:
         if "et-ours" in names:
             entry["paired_ratio"]["et-ours / ort-ours"] = ratio(tower, "et-ours", "ort-ours")
             entry["paired_ratio"]["et-ours / ort-plain"] = ratio(tower, "et-ours", "ort-plain")
+        for rt in ("ort", "et"):
+            if f"{rt}-int8" in names:
+                entry["paired_ratio"][f"{rt}-ours / {rt}-int8"] = ratio(tower, f"{rt}-ours", f"{rt}-int8")
         res["towers"][tower] = entry
     out = args.out or RESULTS / f"export_speed_{vid}"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,12 +165,20 @@ def main() -> None:
     lines = [f"# Export latency, {vid} ({res['cpu']}, {args.threads} threads, batch 1, {args.rounds} interleaved "
              f"rounds, weights: {res['weights']})", "",
              "| tower | ORT plain export ms | ORT ours ms | ET XNNPACK ours ms | plain/ours (ORT) | ET/ORT ours | "
-             "ET/ORT plain |", "|---|---|---|---|---|---|---|"]
+             "ET/ORT plain | ORT int8 ms | fp32/int8 (ORT) | ET int8 ms | fp32/int8 (ET) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def ms(m, k):
+        return f"{m[k]:.1f}" if k in m else "–"
+
+    def x(p, k):
+        return f"{p[k]:.2f}×" if k in p else "–"
+
     for tower, e in res["towers"].items():
         m, p = e["median_ms"], e["paired_ratio"]
-        lines.append(f"| {tower} | {m['ort-plain']:.1f} | {m['ort-ours']:.1f} | "
-                     f"{m.get('et-ours', float('nan')):.1f} | {p['ort-plain / ort-ours']:.2f}× | "
-                     f"{p.get('et-ours / ort-ours', float('nan')):.2f}× | {p.get('et-ours / ort-plain', float('nan')):.2f}× |")
+        lines.append(f"| {tower} | {ms(m, 'ort-plain')} | {ms(m, 'ort-ours')} | {ms(m, 'et-ours')} | "
+                     f"{x(p, 'ort-plain / ort-ours')} | {x(p, 'et-ours / ort-ours')} | {x(p, 'et-ours / ort-plain')} | "
+                     f"{ms(m, 'ort-int8')} | {x(p, 'ort-ours / ort-int8')} | {ms(m, 'et-int8')} | "
+                     f"{x(p, 'et-ours / et-int8')} |")
     lines += ["", f"Load average (1 min) before → after: {load_before[0]:.2f} → {load_after[0]:.2f}. Medians; ratios "
               "are medians of per-round paired ratios (> 1: the second is faster).", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
