@@ -154,11 +154,11 @@ def _quantize(wrapper, example, card: dict, static: bool, image: bool, log) -> t
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    from .wrappers import precision_sensitive
+
     gm = torch.export.export(wrapper, (example,)).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                is_dynamic=not static))
-    from .wrappers import precision_sensitive
-
     quantizer.set_filter_function(_quant_filter(gm, precision_sensitive(wrapper), image))
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
