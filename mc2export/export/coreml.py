@@ -230,6 +230,11 @@ def _sanitize(name: str) -> str:
     return "p_" + re.sub(r"[^0-9a-zA-Z_]", "_", name)
 
 
+def _param_table(wrapper: torch.nn.Module) -> Dict[str, str]:
+    """Sanitized name (as the converter names constants) -> parameter name."""
+    return {_sanitize(n): n for n, _ in wrapper.named_parameters()}
+
+
 def _param_of(const_name: str, table: Dict[str, str]):
     """The parameter a program constant was converted from (``table``: sanitized name -> parameter name):
     the converter appends ``_suffix`` parts (casts, layout) to the parameter's sanitized name."""
@@ -248,14 +253,14 @@ def _kept_consts(consts: Dict[str, np.ndarray], wrapper: torch.nn.Module) -> lis
     keep = precision_sensitive(wrapper)
     if not keep:
         return []
-    table = {_sanitize(n): n for n, _ in wrapper.named_parameters()}
+    table = _param_table(wrapper)
     return sorted(c for c in consts if (p := _param_of(c, table)) is not None and under(p.rsplit(".", 1)[0], keep))
 
 
 def _read_back(wrapper: torch.nn.Module, consts: Dict[str, np.ndarray]):
     """A copy of ``wrapper`` with every parameter found among the program's constants replaced by it.
     Returns (module, coverage dict)."""
-    table = {_sanitize(n): n for n, _ in wrapper.named_parameters()}
+    table = _param_table(wrapper)
     params = dict(wrapper.named_parameters())
     found: Dict[str, np.ndarray] = {}
     used = set()
