@@ -119,9 +119,12 @@ def test_external_data_for_big_models(tmp_path, monkeypatch):
 @pytest.mark.parametrize("key", list(CASES))
 def test_onnxruntime_fuses_every_gelu(key, bundles, tmp_path):
     """Our GELU form is the one ORT's GeluFusion matches: after ORT's own graph optimization no Erf is left
-    (the exporter's default decomposition stays five element-wise nodes per GELU: a third of MCi0's time)."""
+    (the exporter's default decomposition stays five element-wise nodes per GELU: a third of MCi0's time).
+    The text graph has the flat stream's few Reshape nodes (a 3-D stream has 12 per attention block)."""
     import onnx
     import onnxruntime as ort
+
+    import mc2export
 
     for tower in ("image", "text"):
         so = ort.SessionOptions()
@@ -130,6 +133,9 @@ def test_onnxruntime_fuses_every_gelu(key, bundles, tmp_path):
         ort.InferenceSession(str(bundles[key] / f"{tower}.onnx"), so, providers=["CPUExecutionProvider"])
         ops = [n.op_type for n in onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node]
         assert "Erf" not in ops and "Gelu" in ops, f"{key} {tower}: {sorted(set(ops))}"
+        if tower == "text":
+            layers = mc2export.get_card(CASES[key][1])["text"]["layers"]
+            assert ops.count("Reshape") <= 4 * layers, f"{key}: {ops.count('Reshape')} Reshape nodes"
 
 
 def test_pooled_last_block_is_exact():
@@ -155,3 +161,26 @@ def test_pooled_last_block_is_exact():
         ours = vit(torch.rand(2, 3, 224, 224))
         ref = vit.head(vit.norm(vit.blocks[-1](seen["x"])[:, 0]))  # the full last block, then the class token
     assert torch.allclose(ours, ref, atol=1e-5), float((ours - ref).abs().max())
+
+
+@pytest.mark.parametrize("variant", ["s0", "mobileclip2-b", "mobileclip-s0"])  # non-causal, causal, MCt
+def test_flat_text_stream_is_exact(variant):
+    """The ONNX form of the text tower (2-D residual stream, last attention block for the pooled token
+    only, causal mask row at the pooled position) computes the model's features, at batch 1 and 4."""
+    import torch
+
+    import mc2export
+    from mc2export.export.wrappers import build_wrappers
+
+    torch.manual_seed(0)
+    model = mc2export.create_model(variant, fold=True)
+    blocks = model.text.transformer.resblocks
+    model.text.transformer.resblocks = blocks[:2] if len(blocks) > 2 else blocks
+    w = build_wrappers(model, ["text"], normalize=False)["text"]
+    w.flat_stream = True
+    tok = mc2export.tokenize(["a photo of a cat", "x <end_of_text> y", "", "word " * 90])
+    with torch.no_grad():
+        ref = model.encode_text(tok)
+        for batch in (1, 4):
+            ours = torch.cat([w(tok[i:i + batch].to(torch.int32)) for i in range(0, 4, batch)])
+            assert torch.allclose(ours, ref, atol=1e-5), (batch, float((ours - ref).abs().max()))

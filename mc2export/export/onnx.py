@@ -77,12 +77,15 @@ class _ErfGelu(torch.nn.Module):
         return (x * 0.5) * (torch.erf(x / 1.4142135623730951) + 1.0)
 
 
+@contextlib.contextmanager
 def ort_friendly(module: torch.nn.Module):
-    """Context: every exact ``nn.GELU`` under ``module`` is an :class:`_ErfGelu` (same function)."""
-    from .wrappers import swapped_modules
+    """Context: every exact ``nn.GELU`` under ``module`` is an :class:`_ErfGelu` (same function) and a
+    text wrapper keeps its residual stream 2-D (``TextEncoder.flat_stream``: fewer Reshape/Transpose nodes)."""
+    from .wrappers import set_attributes, swapped_modules
 
-    return swapped_modules(module, lambda c: _ErfGelu() if isinstance(c, torch.nn.GELU) and c.approximate == "none"
-                           else None)
+    with swapped_modules(module, lambda c: _ErfGelu() if isinstance(c, torch.nn.GELU) and c.approximate == "none"
+                         else None), set_attributes(module, "flat_stream", True):
+        yield module
 
 
 def _torch_export(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,

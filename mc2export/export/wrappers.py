@@ -14,6 +14,12 @@ XNNPACK/portable kernels all take.
   casting the ids to float would be wrong in fp16 (49406 SOT and 49407 EOT both round to 49408, so
   argmax would pick the SOT at position 0). The final LayerNorm is applied to the pooled token only
   (LayerNorm works per token: exact, 77x less work).
+  ``flat_stream`` (the ONNX export turns it on) keeps the residual stream 2-D, ``[B*77, W]``: every
+  linear layer is then one ``Gemm`` without the ``Reshape`` pair ONNX Runtime puts around a 3-D one,
+  and q, k, v come out of one ``Transpose`` + ``Split`` (12 Reshape + 4 Transpose nodes per block
+  become 2 + 2). The last attention block computes the query, the attention output and the MLP of the
+  pooled token only (in causal towers too: its key mask is the row of the causal mask at the pooled
+  position).
 
 Optional L2 normalization of the outputs (``normalize=True``) is written as ``y * rsqrt(sum(y*y))``
 with ``y = x / max|x|`` (``torch.linalg.vector_norm`` is not core ATen, and pre-scaling keeps the sum
@@ -26,8 +32,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..blocks import take_tokens
+from ..text import ResidualAttentionBlock
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -69,9 +77,13 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.text = text
         self.normalize = bool(normalize)
+        self.flat_stream = False  # see the module docstring
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         t = self.text
+        if self.flat_stream:
+            x = t.ln_final(_pooled_flat(t, tokens)) @ t.text_projection
+            return l2_normalize(x) if self.normalize else x
         x = t.token_embedding(tokens) + t.positional_embedding[: tokens.shape[1]]
         idx = tokens.argmax(dim=-1)  # int32 ids: exact in every runtime (see the module docstring)
         blocks = t.transformer.resblocks
@@ -84,6 +96,53 @@ class TextEncoder(nn.Module):
             pooled = take_tokens(t.transformer(x), idx)
         x = t.ln_final(pooled.reshape(pooled.shape[0], -1)) @ t.text_projection
         return l2_normalize(x) if self.normalize else x
+
+
+def _pooled_flat(t: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The text transformer's output at the pooled token, ``[B, W]``, with a 2-D residual stream."""
+    B, L = tokens.shape
+    x = t.token_embedding(tokens) + t.positional_embedding[:L]
+    x = x.reshape(B * L, x.shape[-1])
+    idx = tokens.argmax(dim=-1)
+    blocks = t.transformer.resblocks
+    for block in blocks[:-1]:
+        x = _flat_block(block, x, B, L)
+    return _flat_block(blocks[-1], x, B, L, idx)
+
+
+def _rows(x: torch.Tensor, idx: torch.Tensor, B: int, L: int) -> torch.Tensor:
+    """Row ``b * L + idx[b]`` of a ``[B*L, W]`` tensor for every ``b``: ``[B, W]``."""
+    return take_tokens(x.reshape(B, L, x.shape[-1]), idx).reshape(B, x.shape[-1])
+
+
+def _flat_block(block: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional[torch.Tensor] = None):
+    """One block on ``[B*L, W]`` -> ``[B*L, W]``, or -> ``[B, W]`` (the pooled token) when ``idx`` is given."""
+    if not isinstance(block, ResidualAttentionBlock):  # MCt's RepMixer blocks work on [B, L, W]
+        y = block(x.reshape(B, L, x.shape[-1]))
+        return y.reshape(B * L, -1) if idx is None else take_tokens(y, idx).reshape(B, -1)
+    a = _flat_attention(block.attn, block.ln_1(x), B, L, idx)
+    x = (x if idx is None else _rows(x, idx, B, L)) + a
+    return x + block.mlp(block.ln_2(x))
+
+
+def _flat_attention(attn: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional[torch.Tensor] = None):
+    """:class:`mc2export.text.Attention` on ``[B*L, W]``; with ``idx``, the pooled tokens' output only.
+    (Heads kept transposed, ``W_in @ x^T`` -> ``[H, d, L]``, needs no Transpose node at all, but the
+    projection then cannot use ONNX Runtime's prepacked weights: measured no faster on S0.)"""
+    W, H, d = attn.width, attn.heads, attn.head_dim
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if idx is None:
+        q, k, v = F.linear(x, w, b).reshape(B, L, 3 * H, d).transpose(1, 2).split(H, dim=1)
+    else:  # keys and values of every token, the query of the pooled one
+        k, v = F.linear(x, w[W:], b[W:]).reshape(B, L, 2 * H, d).transpose(1, 2).split(H, dim=1)
+        q = F.linear(_rows(x, idx, B, L), w[:W], b[:W]).reshape(B, 1, H, d).transpose(1, 2)
+    a = torch.matmul(q * d ** -0.5, k.transpose(-1, -2))  # [B, H, Lq, L]
+    if attn.causal:
+        pos = torch.arange(L, device=x.device)
+        query_pos = pos.reshape(L, 1) if idx is None else idx.reshape(B, 1, 1, 1)
+        a = a.masked_fill(pos > query_pos, float("-inf"))
+    out = torch.matmul(a.softmax(dim=-1), v).transpose(1, 2)  # [B, Lq, H, d]
+    return attn.out_proj(out.reshape(-1, W))
 
 
 @contextlib.contextmanager
