@@ -9,9 +9,16 @@ Models (same weights: the fidelity kit's seed-0 weights when available, else ran
   * ``et-ours``    -- ``mc2export executorch`` fp32 (XNNPACK);
   * ``ort-int8`` / ``et-int8`` -- ``mc2export onnx|executorch --precision int8`` (unless ``--no-int8``):
     what int8 pays on this CPU, paired against the fp32 export of the same runtime.
-Batch 1, 2 threads for every runtime, interleaved rounds (each round runs every model once, in a
-shuffled order), medians and paired per-round ratios; the load average is recorded before and after.
-Run it only when the machine is otherwise quiet.
+Batch 1, 2 threads for every runtime, interleaved rounds: each round visits every model once, in a
+shuffled order; a visit is a pause (``--gap``), one untimed call, then ``--burst`` timed calls whose
+median is the round's time. Medians over rounds and paired per-round ratios; the load average is
+recorded before and after. Run it only when the machine is otherwise quiet.
+
+Why the pause: after a call, ONNX Runtime's and XNNPACK's worker threads spin for a while waiting for
+more work. Calling another model straight away makes its threads compete with those spinning ones on
+2 cores: the S0 image models timed back to back ran 1.7x slower (plain 69 vs 40 ms) and the ratios
+swung from run to run. The untimed call wakes the visited model's pool, so a burst measures the steady
+state an app running one model on a stream of inputs sees.
 
     python benchmarks/export_speed.py --variant s0 --rounds 40
 """
@@ -47,12 +54,24 @@ def plain_onnx(module, example, path: Path, input_name: str) -> None:
                           opset_version=18, dynamo=True, external_data=False)
 
 
+def cpu_isa() -> str:
+    """The vector extensions that decide fp32 and int8 kernel choice ("?" off Linux)."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split()
+    except (OSError, StopIteration):
+        return "?"
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="s0")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--burst", type=int, default=3, help="timed calls per visit (their median counts)")
+    ap.add_argument("--gap", type=float, default=0.05, help="seconds of pause before each visit")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-executorch", action="store_true")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 exports")
@@ -129,15 +148,21 @@ def main() -> None:
     for _ in range(args.rounds):
         rng.shuffle(order)
         for k in order:
-            t = time.perf_counter()
+            time.sleep(args.gap)  # let the previous model's spinning worker threads go to sleep
             runners[k]()
-            times[k].append(time.perf_counter() - t)
+            burst = []
+            for _ in range(args.burst):
+                t = time.perf_counter()
+                runners[k]()
+                burst.append(time.perf_counter() - t)
+            times[k].append(statistics.median(burst))
     load_after = os.getloadavg()
 
     def ratio(t, a, b):
         return statistics.median(x / y for x, y in zip(times[t, a], times[t, b]))
 
     res = {"benchmark": "export_speed", "variant": vid, "batch": 1, "threads": args.threads, "rounds": args.rounds,
+           "burst": args.burst, "gap_s": args.gap,
            "weights": "fidelity kit seed 0" if ckpt else "random", "loadavg_before": load_before,
            "loadavg_after": load_after, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
            "versions": E.format_module("onnx").versions(), "towers": {}}
@@ -147,6 +172,7 @@ def main() -> None:
         res["cpu"] = cpu_name()
     except Exception:
         res["cpu"] = "?"
+    res["cpu_isa"] = cpu_isa()  # int8 pays differently with and without VNNI / AMX
     for tower in ("image", "text"):
         names = [k[1] for k in runners if k[0] == tower]
         entry = {"median_ms": {n: statistics.median(times[tower, n]) * 1e3 for n in names},
@@ -162,8 +188,8 @@ def main() -> None:
     out = args.out or RESULTS / f"export_speed_{vid}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    lines = [f"# Export latency, {vid} ({res['cpu']}, {args.threads} threads, batch 1, {args.rounds} interleaved "
-             f"rounds, weights: {res['weights']})", "",
+    lines = [f"# Export latency, {vid} ({res['cpu']}: {res['cpu_isa']}; {args.threads} threads, batch 1, {args.rounds} interleaved "
+             f"rounds of {args.burst}-call bursts, weights: {res['weights']})", "",
              "| tower | ORT plain export ms | ORT ours ms | ET XNNPACK ours ms | plain/ours (ORT) | ET/ORT ours | "
              "ET/ORT plain | ORT int8 ms | fp32/int8 (ORT) | ET int8 ms | fp32/int8 (ET) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
