@@ -120,7 +120,8 @@ def test_external_data_for_big_models(tmp_path, monkeypatch):
 def test_onnxruntime_fuses_every_gelu(key, bundles, tmp_path):
     """Our GELU form is the one ORT's GeluFusion matches: after ORT's own graph optimization no Erf is left
     (the exporter's default decomposition stays five element-wise nodes per GELU: a third of MCi0's time).
-    The text graph has the flat stream's few Reshape nodes (a 3-D stream has 12 per attention block)."""
+    The text graph has the flat stream's few Reshape nodes (a 3-D stream has 12 per attention block); the
+    image graph no Transpose (MCi attention stays NCHW: the token form has five per attention block)."""
     import onnx
     import onnxruntime as ort
 
@@ -136,6 +137,8 @@ def test_onnxruntime_fuses_every_gelu(key, bundles, tmp_path):
         if tower == "text":
             layers = mc2export.get_card(CASES[key][1])["text"]["layers"]
             assert ops.count("Reshape") <= 4 * layers, f"{key}: {ops.count('Reshape')} Reshape nodes"
+        else:
+            assert "Transpose" not in ops, f"{key}: {ops.count('Transpose')} Transpose nodes in the image graph"
 
 
 def test_pooled_last_block_is_exact():
@@ -160,6 +163,23 @@ def test_pooled_last_block_is_exact():
     with torch.no_grad():
         ours = vit(torch.rand(2, 3, 224, 224))
         ref = vit.head(vit.norm(vit.blocks[-1](seen["x"])[:, 0]))  # the full last block, then the class token
+    assert torch.allclose(ours, ref, atol=1e-5), float((ours - ref).abs().max())
+
+
+def test_conv_attention_is_exact():
+    """The ONNX form of MCi attention (1x1 convolutions, heads as channel groups) computes the same."""
+    import torch
+
+    import mc2export
+    from mc2export.blocks import Attention2d
+
+    torch.manual_seed(0)
+    attn = mc2export.create_model("s0", fold=True).visual
+    attn = next(m for m in attn.modules() if isinstance(m, Attention2d))
+    x = torch.randn(2, attn.qkv.in_features, 8, 8)
+    with torch.no_grad():
+        ref = attn(x)
+        ours = O._ConvAttention2d(attn)(x)
     assert torch.allclose(ours, ref, atol=1e-5), float((ours - ref).abs().max())
 
 

@@ -77,14 +77,53 @@ class _ErfGelu(torch.nn.Module):
         return (x * 0.5) * (torch.erf(x / 1.4142135623730951) + 1.0)
 
 
+class _ConvAttention2d(torch.nn.Module):
+    """:class:`mc2export.blocks.Attention2d` without leaving NCHW: qkv and proj as 1x1 convolutions (ORT
+    runs them in its NCHWc layout, the residual add fused into proj), heads as channel groups
+    ``[B, h, d, N]``, the two transposes absorbed by the matmuls -- no Transpose node (the token form
+    has five per block). Shares the folded weights (views)."""
+
+    def __init__(self, attn: torch.nn.Module):
+        super().__init__()
+        self.heads, self.head_dim = attn.num_heads, attn.head_dim
+        self.qkv = self._conv(attn.qkv)
+        self.proj = self._conv(attn.proj)
+
+    @staticmethod
+    def _conv(linear: torch.nn.Linear) -> torch.nn.Conv2d:
+        conv = torch.nn.Conv2d(linear.in_features, linear.out_features, 1, bias=linear.bias is not None)
+        conv.weight = torch.nn.Parameter(linear.weight.detach()[:, :, None, None], requires_grad=False)
+        if linear.bias is not None:
+            conv.bias = torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+        return conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        h, d = self.heads, self.head_dim
+        q, k, v = self.qkv(x).reshape(B, 3 * h, d, H * W).split(h, dim=1)
+        a = torch.matmul((q * d ** -0.5).transpose(-1, -2), k)  # [B, h, N, N]
+        out = torch.matmul(v, a.softmax(dim=-1).transpose(-1, -2))  # [B, h, d, N]
+        return self.proj(out.reshape(B, C, H, W))
+
+
+def _ort_form(module: torch.nn.Module):
+    from ..blocks import Attention2d
+
+    if isinstance(module, torch.nn.GELU) and module.approximate == "none":
+        return _ErfGelu()
+    if isinstance(module, Attention2d):
+        return _ConvAttention2d(module)
+    return None
+
+
 @contextlib.contextmanager
 def ort_friendly(module: torch.nn.Module):
-    """Context: every exact ``nn.GELU`` under ``module`` is an :class:`_ErfGelu` (same function) and a
-    text wrapper keeps its residual stream 2-D (``TextEncoder.flat_stream``: fewer Reshape/Transpose nodes)."""
+    """Context: the graph forms ONNX Runtime runs fastest, same function: exact ``nn.GELU`` as
+    :class:`_ErfGelu`, MCi attention as :class:`_ConvAttention2d`, and a text wrapper's residual stream
+    2-D (``TextEncoder.flat_stream``: fewer Reshape/Transpose nodes)."""
     from .wrappers import set_attributes, swapped_modules
 
-    with swapped_modules(module, lambda c: _ErfGelu() if isinstance(c, torch.nn.GELU) and c.approximate == "none"
-                         else None), set_attributes(module, "flat_stream", True):
+    with swapped_modules(module, _ort_form), set_attributes(module, "flat_stream", True):
         yield module
 
 
