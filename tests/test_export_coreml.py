@@ -158,3 +158,22 @@ def test_read_back_counts_zero_parameters_the_converter_removed():
     del consts["p_0_bias"]
     _, cov = C._read_back(m, consts)
     assert cov["elements_fraction"] < 1.0 and cov["not_found"] == ["0.bias"]
+
+
+def test_int8_keeps_precision_sensitive_weights(tmp_path):
+    """Compressed Core ML leaves the weights of ``keep_precision`` modules (MCi downsampling) alone: the
+    count reported is the number of those weights big enough to be compressed otherwise. Random weights:
+    the converter merges the random-init RepMixer kernels (equal in fp16) and the read-back still finds
+    every parameter (it failed validation with 99.8% of the weights before)."""
+    import mc2export
+    from mc2export.export.coreml import WEIGHT_THRESHOLD
+    from mc2export.export.wrappers import build_wrappers, precision_sensitive, under
+
+    r = E.export_bundle("coreml", "s0", out=tmp_path / "q", random_weights=True, precision="int8", towers="image")
+    t = r["towers"]["image"]
+    assert t["passed"] and t["cosine_min"] >= 0.99
+    w = build_wrappers(mc2export.create_model("s0", fold=True), ["image"], normalize=True)["image"]
+    keep = precision_sensitive(w)
+    big = [n for n, p in w.named_parameters() if under(n.rsplit(".", 1)[0], keep) and p.numel() >= WEIGHT_THRESHOLD]
+    assert keep and big
+    assert t["compression"]["kept_uncompressed"] == len(big), (t["compression"], big)

@@ -31,9 +31,8 @@ def format_module(fmt: str):
 
 
 def precisions(fmt: str) -> Sequence[str]:
-    """Precision modes of a format (cheap: no heavy import)."""
-    return {"onnx": ("fp32", "fp16", "int8"), "coreml": ("fp32", "fp16", "int8", "pal6", "pal4"),
-            "executorch": ("fp32", "fp16", "int8", "int8-static")}[fmt]
+    """Precision modes of a format (cheap: the format modules import their exporters lazily)."""
+    return format_module(fmt).PRECISIONS
 
 
 def parse_towers(towers) -> tuple:

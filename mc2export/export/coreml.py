@@ -48,6 +48,7 @@ FORMAT = "coreml"
 PRECISIONS = ("fp32", "fp16", "int8", "pal6", "pal4")
 PIP_HINT = "pip install 'mc2export[export]'"
 WEIGHT_THRESHOLD = 2048
+DEDUP_MATCH = 0.02  # relative error under which a merged constant counts as the parameter's (int8 rounding: ~0.5%)
 DEPLOYMENT = "iOS17"
 
 
@@ -247,14 +248,16 @@ def _param_of(const_name: str, table: Dict[str, str]):
 
 
 def _kept_consts(consts: Dict[str, np.ndarray], wrapper: torch.nn.Module) -> list:
-    """Program constants holding weights of :func:`.wrappers.precision_sensitive` modules (left uncompressed)."""
+    """Program constants holding weights of :func:`.wrappers.precision_sensitive` modules (left uncompressed;
+    constants under the compression threshold are left out: they stay uncompressed anyway)."""
     from .wrappers import precision_sensitive, under
 
     keep = precision_sensitive(wrapper)
     if not keep:
         return []
     table = _param_table(wrapper)
-    return sorted(c for c in consts if (p := _param_of(c, table)) is not None and under(p.rsplit(".", 1)[0], keep))
+    return sorted(c for c in consts if consts[c].size >= WEIGHT_THRESHOLD and (p := _param_of(c, table)) is not None
+                  and under(p.rsplit(".", 1)[0], keep))
 
 
 def _read_back(wrapper: torch.nn.Module, consts: Dict[str, np.ndarray]):
@@ -279,7 +282,9 @@ def _read_back(wrapper: torch.nn.Module, consts: Dict[str, np.ndarray]):
         else:
             continue
         used.add(cname)
-    # constants renamed by the converter (e.g. a transposed matmul weight): match the rest by value
+    # constants renamed by the converter (e.g. a transposed matmul weight): match the rest by value. A
+    # constant already matched can serve again only as the converter's merge of equal weights (its
+    # const-deduplication: e.g. random-init RepMixer kernels, identity + 1e-5 x noise, equal in fp16)
     left = {n: np.asarray(v) for n, v in consts.items() if v.dtype.kind == "f" and v.size >= 2}
     for pname, p in params.items():
         if pname in found or p.numel() < 2:
@@ -287,13 +292,13 @@ def _read_back(wrapper: torch.nn.Module, consts: Dict[str, np.ndarray]):
         ref = p.detach().numpy().astype(np.float32)
         best, best_err = None, 0.25
         for cname, arr in left.items():
-            if cname in used or arr.size != ref.size:
+            if arr.size != ref.size:
                 continue
             for cand in (arr, arr.T if arr.ndim == 2 else None):
                 if cand is None or cand.shape != ref.shape:
                     continue
                 err = float(np.linalg.norm(cand.astype(np.float32) - ref) / max(np.linalg.norm(ref), 1e-30))
-                if err < best_err:
+                if err < best_err and (cname not in used or err < DEDUP_MATCH):
                     best, best_err = (cname, cand), err
         if best is not None:
             used.add(best[0])
