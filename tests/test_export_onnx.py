@@ -121,7 +121,7 @@ def test_onnxruntime_fuses_every_gelu(key, bundles, tmp_path):
     """Our GELU form is the one ORT's GeluFusion matches: after ORT's own graph optimization no Erf is left
     (the exporter's default decomposition stays five element-wise nodes per GELU: a third of MCi0's time).
     The text graph has the flat stream's few Reshape nodes (a 3-D stream has 12 per attention block); the
-    image graph no Transpose (MCi attention stays NCHW: the token form has five per attention block)."""
+    image graph no Transpose (MCi attention stays NCHW: the token form left six per attention block)."""
     import onnx
     import onnxruntime as ort
 

@@ -11,8 +11,7 @@
 * ``int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantized at run
   time). Text towers: MatMul and the token-embedding Gather. Image towers: MatMul/Gemm only -- ORT's CPU
   ``ConvInteger`` (what dynamic quantization turns a Conv into) is several times slower than the fp32
-  Conv on x86 (MCi0: ~6x on an AVX2 host, 13.6x on an
-  AVX-512 VNNI one), so convolutions stay fp32.
+  Conv on x86 (MCi0: ~6x on an AVX2 host, 13.6x on an AVX-512 VNNI one), so convolutions stay fp32.
 """
 from __future__ import annotations
 
@@ -82,7 +81,7 @@ class _ConvAttention2d(torch.nn.Module):
     """:class:`mc2export.blocks.Attention2d` without leaving NCHW: qkv and proj as 1x1 convolutions (ORT
     runs them in its NCHWc layout, the residual add fused into proj), heads as channel groups
     ``[B, h, d, N]``, the two transposes absorbed by the matmuls -- no Transpose node (the token form
-    has five per block). Shares the folded weights (views)."""
+    left six per block in MCi0's optimized graph). Shares the folded weights (views)."""
 
     def __init__(self, attn: torch.nn.Module):
         super().__init__()
