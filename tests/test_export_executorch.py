@@ -86,8 +86,9 @@ def _truncated(variant: str, layers: int = 2):
 @pytest.mark.parametrize("variant, tower", [("mobileclip2-b", "text"), ("mobileclip2-b", "image"),
                                             ("mobileclip2-s3", "image"), ("mobileclip2-s0", "text")])
 def test_xnnpack_friendly_rewrite_is_exact_and_restored(variant, tower):
-    """Unfused attention (causal and not) and the linear / 1x1-conv LayerNorms compute the folded model's
-    function; the shared model is restored afterwards (the reference wrappers use it too)."""
+    """Unfused attention (causal and not), the linear / 1x1-conv LayerNorms and the split 7x7 depthwise
+    convolutions (MCi) compute the folded model's function; the shared model is restored afterwards (the
+    reference wrappers use it too)."""
     import torch
 
     from mc2export.blocks import LayerNorm2d
@@ -103,6 +104,9 @@ def test_xnnpack_friendly_rewrite_is_exact_and_restored(variant, tower):
         with X.xnnpack_friendly(w):
             assert not any(isinstance(m, torch.nn.LayerNorm) for m in w.modules())
             assert all(m.fused_attn is False for m in w.modules() if hasattr(m, "fused_attn"))
+            assert not any(X._SplitDepthwise.applies(m) for m in w.modules())
+            assert any(isinstance(m, X._SplitDepthwise) for m in w.modules()) == (tower == "image" and
+                                                                                  variant != "mobileclip2-b")
             alt = w(x)
     assert {n: type(m) for n, m in w.named_modules()} == before
     assert all(m.fused_attn is True for m in w.modules() if hasattr(m, "fused_attn"))
@@ -110,6 +114,22 @@ def test_xnnpack_friendly_rewrite_is_exact_and_restored(variant, tower):
         assert any(isinstance(m, LayerNorm2d) for m in w.modules())
     err = float((alt - ref).abs().max() / ref.std())
     assert err < 1e-5, f"{variant} {tower}: rewrite differs by {err:.1e} x std"
+
+
+@pytest.mark.parametrize("stride, bias", [(1, True), (2, False)])
+def test_split_depthwise_is_exact(stride, bias):
+    """7x7 depthwise = three centered pieces of <= 21 taps (XNNPACK's fast kernels stop at 25 taps)."""
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 16, 7, stride=stride, padding=3, groups=16, bias=bias).eval()
+    x = torch.randn(2, 16, 13, 13)
+    assert X._SplitDepthwise.applies(conv)
+    assert not X._SplitDepthwise.applies(torch.nn.Conv2d(16, 16, 7, padding=3))  # not depthwise
+    assert not X._SplitDepthwise.applies(torch.nn.Conv2d(16, 16, 5, padding=2, groups=16))  # 25 taps: fast already
+    with torch.no_grad():
+        ref, ours = conv(x), X._SplitDepthwise(conv)(x)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-5), float((ours - ref).abs().max())
 
 
 @pytest.mark.parametrize("tower", [pytest.param("text", marks=pytest.mark.slow), "image"])
