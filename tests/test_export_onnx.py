@@ -89,6 +89,17 @@ def test_int8_text_s0(checkpoints, tmp_path):
     assert "image" not in cfg["models"]
 
 
+def test_int8_image_quantizes_the_attention_projections(tmp_path):
+    """int8 keeps MCi attention's qkv/proj as MatMuls (the fp32 export makes them 1x1 convs, which dynamic
+    quantization leaves fp32): MCi0's two attention blocks and the head end up as integer matmuls."""
+    import onnx
+
+    r = E.export_bundle("onnx", "s0", out=tmp_path / "q", random_weights=True, precision="int8", towers="image")
+    assert r["towers"]["image"]["passed"]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q" / "image.onnx")).graph.node]
+    assert ops.count("MatMulInteger") >= 5 and "ConvInteger" not in ops, sorted(set(ops))
+
+
 def test_wrapper_pooling_matches_model(checkpoints):
     """The export wrapper (int32 ids, LayerNorm after pooling, rsqrt normalization) equals the model."""
     import torch

@@ -106,36 +106,35 @@ class _ConvAttention2d(torch.nn.Module):
         return self.proj(out.reshape(B, C, H, W))
 
 
-def _ort_form(module: torch.nn.Module):
-    from ..blocks import Attention2d
-
-    if isinstance(module, torch.nn.GELU) and module.approximate == "none":
-        return _ErfGelu()
-    if isinstance(module, Attention2d):
-        return _ConvAttention2d(module)
-    return None
-
-
 @contextlib.contextmanager
-def ort_friendly(module: torch.nn.Module):
+def ort_friendly(module: torch.nn.Module, conv_attention: bool = True):
     """Context: the graph forms ONNX Runtime runs fastest, same function: exact ``nn.GELU`` as
-    :class:`_ErfGelu`, MCi attention as :class:`_ConvAttention2d`, and a text wrapper's residual stream
-    2-D (``TextEncoder.flat_stream``: fewer Reshape/Transpose nodes)."""
+    :class:`_ErfGelu`, MCi attention as :class:`_ConvAttention2d` (unless ``conv_attention=False``: int8
+    keeps its projections as MatMuls, the ops dynamic quantization takes), and a text wrapper's residual
+    stream 2-D (``TextEncoder.flat_stream``: fewer Reshape/Transpose nodes)."""
+    from ..blocks import Attention2d
     from .wrappers import set_attributes, swapped_modules
 
-    with swapped_modules(module, _ort_form), set_attributes(module, "flat_stream", True):
+    def form(c):
+        if isinstance(c, torch.nn.GELU) and c.approximate == "none":
+            return _ErfGelu()
+        if conv_attention and isinstance(c, Attention2d):
+            return _ConvAttention2d(c)
+        return None
+
+    with swapped_modules(module, form), set_attributes(module, "flat_stream", True):
         yield module
 
 
 def _torch_export(wrapper: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
-                  external: bool, metadata: Dict[str, str]) -> None:
+                  external: bool, metadata: Dict[str, str], conv_attention: bool = True) -> None:
     """Export, then name the output and set the metadata on the in-memory model before the one save
     (a save + load + save round trip of a 1.3 GB MCi4 model cost 6 s more)."""
     import warnings
 
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
-        with ort_friendly(wrapper):
+        with ort_friendly(wrapper, conv_attention):
             program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=OPSET,
                                         input_names=[input_name], output_names=[_TMP_OUT], optimize=True,
                                         verbose=False, external_data=external)
@@ -184,7 +183,7 @@ def export(tower: str, wrapper: torch.nn.Module, example: torch.Tensor, folder: 
     external = _param_bytes(wrapper) >= EXTERNAL_DATA_BYTES
     fp32_path = path if precision == "fp32" else Path(scratch) / f"{tower}-fp32.onnx"
     log(f"  torch.export -> ONNX opset {OPSET}" + (" (external data)" if external else ""))
-    _torch_export(wrapper, example, fp32_path, input_name, external, metadata)
+    _torch_export(wrapper, example, fp32_path, input_name, external, metadata, conv_attention=precision != "int8")
     info = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=True)", "external_data": external}
     if precision == "fp16":
         import onnx
