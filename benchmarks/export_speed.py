@@ -54,16 +54,6 @@ def plain_onnx(module, example, path: Path, input_name: str) -> None:
                           opset_version=18, dynamo=True, external_data=False)
 
 
-def cpu_isa() -> str:
-    """The vector extensions that decide fp32 and int8 kernel choice ("?" off Linux)."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        return "?"
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
-
-
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -166,13 +156,11 @@ def main() -> None:
            "weights": "fidelity kit seed 0" if ckpt else "random", "loadavg_before": load_before,
            "loadavg_after": load_after, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
            "versions": E.format_module("onnx").versions(), "towers": {}}
-    try:
-        from fold_speed import cpu_name
+    from mc2export.bench.device import host_device
 
-        res["cpu"] = cpu_name()
-    except Exception:
-        res["cpu"] = "?"
-    res["cpu_isa"] = cpu_isa()  # int8 pays differently with and without VNNI / AMX
+    dev = host_device()
+    res["cpu"] = dev["cpu"] or "?"
+    res["cpu_isa"] = " ".join(dev["cpu_features"]) or "?"  # int8 pays differently with VNNI / AMX
     for tower in ("image", "text"):
         names = [k[1] for k in runners if k[0] == tower]
         entry = {"median_ms": {n: statistics.median(times[tower, n]) * 1e3 for n in names},

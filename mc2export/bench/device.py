@@ -62,8 +62,8 @@ def parse_cpuinfo(text: str) -> dict:
             cores.add(value)
         elif key == "physical id":
             pass
-    interesting = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "neon", "asimd", "asimddp",
-                   "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2"]
+    interesting = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "fma",
+                   "neon", "asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2"]
     feats = [f for f in interesting if f in flags]
     return {"cpu": model or hardware, "cores_logical": logical or None, "cores_physical": len(cores) or None,
             "cpu_features": feats}

@@ -114,6 +114,11 @@ class _SplitDepthwise(torch.nn.Module):
                 and m.dilation == (1, 1) and m.padding_mode == "zeros"
                 and m.groups == m.in_channels == m.out_channels)
 
+    @classmethod
+    def replacing(cls, m: torch.nn.Module):
+        """The split form of ``m``, or None (a :func:`.wrappers.swapped_modules` replacer)."""
+        return cls(m) if cls.applies(m) else None
+
     def __init__(self, conv: torch.nn.Conv2d):
         super().__init__()
         self.stride, self.groups = conv.stride, conv.groups
@@ -142,9 +147,7 @@ def xnnpack_friendly(module: torch.nn.Module, layer_norms: bool = True, fp32_lay
     def replace(child):
         if layer_norms and isinstance(child, torch.nn.LayerNorm):
             return _DelegableLayerNorm(child, isinstance(child, LayerNorm2d), fp32_layer_norms)
-        if _SplitDepthwise.applies(child):
-            return _SplitDepthwise(child)
-        return None
+        return _SplitDepthwise.replacing(child)
 
     with swapped_modules(module, replace), set_attributes(module, "fused_attn", False):
         yield module
@@ -189,7 +192,7 @@ def _quantize(wrapper, example, card: dict, static: bool, image: bool, log) -> t
 
     from .wrappers import precision_sensitive, swapped_modules
 
-    with swapped_modules(wrapper, lambda c: _SplitDepthwise(c) if _SplitDepthwise.applies(c) else None):
+    with swapped_modules(wrapper, _SplitDepthwise.replacing):
         gm = torch.export.export(wrapper, (example,)).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                is_dynamic=not static))
