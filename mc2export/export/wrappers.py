@@ -127,21 +127,35 @@ def _flat_block(block: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional
 
 def _flat_attention(attn: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional[torch.Tensor] = None):
     """:class:`mc2export.text.Attention` on ``[B*L, W]``; with ``idx``, the pooled tokens' output only.
-    (Heads kept transposed, ``W_in @ x^T`` -> ``[H, d, L]``, needs no Transpose node at all, but the
-    projection then cannot use ONNX Runtime's prepacked weights: measured no faster on S0.)"""
+
+    q, k and v come from three ``Gemm``s, not one split three ways (the ``Split`` copy cost more than the
+    wider Gemm saves). For the pooled token the key and value projections of all L tokens are never
+    computed: its scores are ``x_j . (W_k^T q)`` per head (the key bias adds the same number to every score
+    of a head, which softmax ignores) and its output is ``W_v (sum_j p_j x_j) + b_v`` (the p_j sum to 1);
+    ``2 L W^2`` multiply-adds become ``~4 H L W + 2 W^2``. (Heads kept transposed, ``W_in @ x^T`` ->
+    ``[H, d, L]``, needs no Transpose node at all, but the projection then cannot use ONNX Runtime's
+    prepacked weights: measured no faster on S0.)"""
     W, H, d = attn.width, attn.heads, attn.head_dim
     w, b = attn.in_proj_weight, attn.in_proj_bias
     if idx is None:
-        q, k, v = F.linear(x, w, b).reshape(B, L, 3 * H, d).transpose(1, 2).split(H, dim=1)
-    else:  # keys and values of every token, the query of the pooled one
-        k, v = F.linear(x, w[W:], b[W:]).reshape(B, L, 2 * H, d).transpose(1, 2).split(H, dim=1)
-        q = F.linear(_rows(x, idx, B, L), w[:W], b[:W]).reshape(B, 1, H, d).transpose(1, 2)
-    a = torch.matmul(q * d ** -0.5, k.transpose(-1, -2))  # [B, H, Lq, L]
+        q, k, v = (F.linear(x, w[i * W:(i + 1) * W], b[i * W:(i + 1) * W]).reshape(B, L, H, d).transpose(1, 2)
+                   for i in range(3))
+        a = torch.matmul(q * d ** -0.5, k.transpose(-1, -2))  # [B, H, L, L]
+        query_pos = torch.arange(L, device=x.device).reshape(L, 1)
+    else:
+        q = F.linear(_rows(x, idx, B, L), w[:W], b[:W]).reshape(B, H, 1, d)
+        qk = torch.matmul(q * d ** -0.5, w[W:2 * W].reshape(H, d, W))  # [B, H, 1, W]
+        x = x.reshape(B, 1, L, W)
+        a = torch.matmul(qk, x.transpose(-1, -2))  # [B, H, 1, L]
+        query_pos = idx.reshape(B, 1, 1, 1)
     if attn.causal:
-        pos = torch.arange(L, device=x.device)
-        query_pos = pos.reshape(L, 1) if idx is None else idx.reshape(B, 1, 1, 1)
-        a = a.masked_fill(pos > query_pos, float("-inf"))
-    out = torch.matmul(a.softmax(dim=-1), v).transpose(1, 2)  # [B, Lq, H, d]
+        a = a.masked_fill(torch.arange(L, device=x.device) > query_pos, float("-inf"))
+    a = a.softmax(dim=-1)
+    if idx is None:
+        out = torch.matmul(a, v).transpose(1, 2)  # [B, L, H, d]
+    else:
+        xbar = torch.matmul(a, x)  # [B, H, 1, W]: each head's attention-weighted tokens
+        out = torch.matmul(xbar, w[2 * W:].reshape(H, d, W).transpose(-1, -2)).reshape(B, W) + b[2 * W:]
     return attn.out_proj(out.reshape(-1, W))
 
 
