@@ -24,16 +24,6 @@ import mc2export
 RESULTS = Path(__file__).parent / "results"
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure(variant: str, rounds: int, warmup: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     model = mc2export.create_model(variant)
@@ -99,8 +89,10 @@ def main() -> None:
         r = measure(v, args.rounds or (12 if big else 40), args.warmup)
         runs.append(r)
         print(json.dumps(r, indent=1))
+    from mc2export.bench.device import host_device
+
     report = {"benchmark": "fold_speed", "batch": 1, "threads": args.threads, "torch": torch.__version__,
-              "cpu": cpu_name(), "cores": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
+              "cpu": host_device()["cpu"] or platform.machine(), "cores": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# Eager latency of folding ({report['cpu']}, {args.threads} threads, batch 1, torch {torch.__version__})",

@@ -87,6 +87,10 @@ def test_int8_text_s0(checkpoints, tmp_path):
     cfg = json.loads((tmp_path / "q" / "config.json").read_text())
     assert cfg["output_normalized"] is True and cfg["models"]["text"]["int8"]["op_types"] == ["MatMul", "Gather"]
     assert "image" not in cfg["models"]
+    import onnx  # every linear layer integer: 6 per block (q, k, v, out, fc, proj) and the text projection
+
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q" / "text.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == 6 * 12 + 1 and "Slice" not in ops, sorted(set(ops))
 
 
 def test_int8_image_quantizes_the_attention_projections(tmp_path):
@@ -214,10 +218,11 @@ def test_flat_text_stream_is_exact(variant):
         if p.dim() == 1:
             p.data.normal_(0, 0.5)
     w = build_wrappers(model, ["text"], normalize=False)["text"]
-    w.flat_stream = True
     tok = mc2export.tokenize(["a photo of a cat", "x <end_of_text> y", "", "word " * 90])
     with torch.no_grad():
         ref = model.encode_text(tok)
+    with torch.no_grad(), O.ort_friendly(w):
+        assert w.flat_stream
         for batch in (1, 4):
             ours = torch.cat([w(tok[i:i + batch].to(torch.int32)) for i in range(0, 4, batch)])
             assert torch.allclose(ours, ref, atol=1e-5), (batch, float((ours - ref).abs().max()))

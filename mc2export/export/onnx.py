@@ -111,16 +111,19 @@ def ort_friendly(module: torch.nn.Module, conv_attention: bool = True):
     """Context: the graph forms ONNX Runtime runs fastest, same function: exact ``nn.GELU`` as
     :class:`_ErfGelu`, MCi attention as :class:`_ConvAttention2d` (unless ``conv_attention=False``: int8
     keeps its projections as MatMuls, the ops dynamic quantization takes), and a text wrapper's residual
-    stream 2-D (``TextEncoder.flat_stream``: fewer Reshape/Transpose nodes)."""
+    stream 2-D (``TextEncoder.flat_stream`` with :class:`.wrappers.FlatAttention`: fewer Reshape nodes, no
+    Split, no key/value projection of every token in the last block)."""
     from ..blocks import Attention2d
-    from .wrappers import set_attributes, swapped_modules
+    from .wrappers import flat_attention_forms, set_attributes, swapped_modules
+
+    flat = flat_attention_forms(module)
 
     def form(c):
         if isinstance(c, torch.nn.GELU) and c.approximate == "none":
             return _ErfGelu()
         if conv_attention and isinstance(c, Attention2d):
             return _ConvAttention2d(c)
-        return None
+        return flat.get(id(c))
 
     with swapped_modules(module, form), set_attributes(module, "flat_stream", True):
         yield module

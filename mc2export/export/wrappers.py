@@ -16,10 +16,11 @@ XNNPACK/portable kernels all take.
   (LayerNorm works per token: exact, 77x less work).
   ``flat_stream`` (the ONNX export turns it on) keeps the residual stream 2-D, ``[B*77, W]``: every
   linear layer is then one ``Gemm`` without the ``Reshape`` pair ONNX Runtime puts around a 3-D one,
-  and q, k, v leave the projection through one ``Reshape`` + ``Split`` (MobileCLIP2-S0 text after ORT's
-  optimization: 31 Reshape nodes instead of 146; the 4 Transposes per block stay). The last attention
-  block computes the query, the attention output and the MLP of the pooled token only (in causal towers
-  too: its key mask is the row of the causal mask at the pooled position).
+  and q, k, v come from three Gemms (:class:`FlatAttention`, swapped in by ``export.onnx.ort_friendly``;
+  MobileCLIP2-S0 text after ORT's optimization: 54 Reshape nodes instead of 146, no Split; the 4
+  Transposes per block stay). The last attention block computes the attention output and the MLP of
+  the pooled token only, without projecting the other tokens' keys and values (in causal towers too: its
+  key mask is the row of the causal mask at the pooled position).
 
 Optional L2 normalization of the outputs (``normalize=True``) is written as ``y * rsqrt(sum(y*y))``
 with ``y = x / max|x|`` (``torch.linalg.vector_norm`` is not core ATen, and pre-scaling keeps the sum
@@ -120,43 +121,80 @@ def _flat_block(block: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional
     if not isinstance(block, ResidualAttentionBlock):  # MCt's RepMixer blocks work on [B, L, W]
         y = block(x.reshape(B, L, x.shape[-1]))
         return y.reshape(B * L, -1) if idx is None else take_tokens(y, idx).reshape(B, -1)
-    a = _flat_attention(block.attn, block.ln_1(x), B, L, idx)
+    if not isinstance(block.attn, FlatAttention):
+        raise TypeError("flat_stream needs the blocks' FlatAttention forms (export.onnx.ort_friendly swaps them in)")
+    a = block.attn(block.ln_1(x), B, L, idx)
     x = (x if idx is None else _rows(x, idx, B, L)) + a
     return x + block.mlp(block.ln_2(x))
 
 
-def _flat_attention(attn: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional[torch.Tensor] = None):
-    """:class:`mc2export.text.Attention` on ``[B*L, W]``; with ``idx``, the pooled tokens' output only.
+class FlatAttention(nn.Module):
+    """:class:`mc2export.text.Attention` on a ``[B*L, W]`` stream (ONNX), holding its projections as separate
+    constants: the exporter keeps a slice of a weight as a ``Slice`` node, which dynamic int8 quantization
+    cannot take and ONNX Runtime folds only at load time.
 
     q, k and v come from three ``Gemm``s, not one split three ways (the ``Split`` copy cost more than the
-    wider Gemm saves). For the pooled token the key and value projections of all L tokens are never
-    computed: its scores are ``x_j . (W_k^T q)`` per head (the key bias adds the same number to every score
-    of a head, which softmax ignores) and its output is ``W_v (sum_j p_j x_j) + b_v`` (the p_j sum to 1);
+    wider Gemm saves); the query carries the ``1/sqrt(d)`` scale. ``pooled=True`` (the last block: only the
+    pooled token's output is needed) never projects keys and values of all L tokens: the pooled token's
+    scores are ``x_j . (W_k^T q)`` per head (the key bias adds the same number to every score of a head,
+    which softmax ignores) and its output is ``W_v (sum_j p_j x_j) + b_v`` (the p_j sum to 1), so
     ``2 L W^2`` multiply-adds become ``~4 H L W + 2 W^2``. (Heads kept transposed, ``W_in @ x^T`` ->
     ``[H, d, L]``, needs no Transpose node at all, but the projection then cannot use ONNX Runtime's
     prepacked weights: measured no faster on S0.)"""
-    W, H, d = attn.width, attn.heads, attn.head_dim
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    if idx is None:
-        q, k, v = (F.linear(x, w[i * W:(i + 1) * W], b[i * W:(i + 1) * W]).reshape(B, L, H, d).transpose(1, 2)
-                   for i in range(3))
-        a = torch.matmul(q * d ** -0.5, k.transpose(-1, -2))  # [B, H, L, L]
-        query_pos = torch.arange(L, device=x.device).reshape(L, 1)
-    else:
-        q = F.linear(_rows(x, idx, B, L), w[:W], b[:W]).reshape(B, H, 1, d)
-        qk = torch.matmul(q * d ** -0.5, w[W:2 * W].reshape(H, d, W))  # [B, H, 1, W]
-        x = x.reshape(B, 1, L, W)
-        a = torch.matmul(qk, x.transpose(-1, -2))  # [B, H, 1, L]
-        query_pos = idx.reshape(B, 1, 1, 1)
-    if attn.causal:
-        a = a.masked_fill(torch.arange(L, device=x.device) > query_pos, float("-inf"))
-    a = a.softmax(dim=-1)
-    if idx is None:
-        out = torch.matmul(a, v).transpose(1, 2)  # [B, L, H, d]
-    else:
-        xbar = torch.matmul(a, x)  # [B, H, 1, W]: each head's attention-weighted tokens
-        out = torch.matmul(xbar, w[2 * W:].reshape(H, d, W).transpose(-1, -2)).reshape(B, W) + b[2 * W:]
-    return attn.out_proj(out.reshape(-1, W))
+
+    def __init__(self, attn: nn.Module, pooled: bool = False):
+        super().__init__()
+        W, H, d = attn.width, attn.heads, attn.head_dim
+        self.width, self.heads, self.head_dim, self.causal, self.pooled = W, H, d, attn.causal, pooled
+        w, b = attn.in_proj_weight.detach(), attn.in_proj_bias.detach()
+        self.q = nn.Linear(W, W)
+        self.q.weight.data, self.q.bias.data = w[:W] * d ** -0.5, b[:W] * d ** -0.5
+        if pooled:
+            self.register_buffer("k_heads", w[W:2 * W].reshape(H, d, W).clone(), persistent=False)
+            self.register_buffer("v_heads", w[2 * W:].reshape(H, d, W).transpose(1, 2).contiguous(),
+                                 persistent=False)  # [H, W, d]
+            self.register_buffer("v_bias", b[2 * W:].clone(), persistent=False)
+        else:
+            self.k, self.v = nn.Linear(W, W), nn.Linear(W, W)
+            self.k.weight.data, self.k.bias.data = w[W:2 * W].clone(), b[W:2 * W].clone()
+            self.v.weight.data, self.v.bias.data = w[2 * W:].clone(), b[2 * W:].clone()
+        self.out_proj = attn.out_proj
+
+    def forward(self, x: torch.Tensor, B: int, L: int, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B*L, W]`` -> ``[B*L, W]``; with ``idx`` (``pooled=True`` only), the pooled tokens' ``[B, W]``."""
+        W, H, d = self.width, self.heads, self.head_dim
+        if (idx is not None) != self.pooled:
+            raise ValueError("FlatAttention(pooled=True) takes the pooled token indices, and only it does")
+        if idx is None:
+            q, k, v = (f(x).reshape(B, L, H, d).transpose(1, 2) for f in (self.q, self.k, self.v))
+            a = torch.matmul(q, k.transpose(-1, -2))  # [B, H, L, L]
+            query_pos = torch.arange(L, device=x.device).reshape(L, 1)
+        else:
+            q = self.q(_rows(x, idx, B, L)).reshape(B, H, 1, d)
+            x = x.reshape(B, 1, L, W)
+            a = torch.matmul(torch.matmul(q, self.k_heads), x.transpose(-1, -2))  # [B, H, 1, L]
+            query_pos = idx.reshape(B, 1, 1, 1)
+        if self.causal:
+            a = a.masked_fill(torch.arange(L, device=x.device) > query_pos, float("-inf"))
+        a = a.softmax(dim=-1)
+        if idx is None:
+            out = torch.matmul(a, v).transpose(1, 2)  # [B, L, H, d]
+        else:  # each head's attention-weighted tokens [B, H, 1, W], then its value projection
+            out = torch.matmul(torch.matmul(a, x), self.v_heads).reshape(B, W) + self.v_bias
+        return self.out_proj(out.reshape(-1, W))
+
+
+def flat_attention_forms(module: nn.Module) -> dict:
+    """``{id(attention): FlatAttention}`` for the text towers inside ``module`` (the last block pooled), for
+    :func:`swapped_modules` together with ``flat_stream``."""
+    forms = {}
+    for m in module.modules():
+        if isinstance(m, TextEncoder):
+            blocks = m.text.transformer.resblocks
+            for block in blocks:
+                if isinstance(block, ResidualAttentionBlock):
+                    forms[id(block.attn)] = FlatAttention(block.attn, pooled=block is blocks[-1])
+    return forms
 
 
 @contextlib.contextmanager
