@@ -168,14 +168,14 @@ class FlatAttention(nn.Module):
         if idx is None:
             q, k, v = (f(x).reshape(B, L, H, d).transpose(1, 2) for f in (self.q, self.k, self.v))
             a = torch.matmul(q, k.transpose(-1, -2))  # [B, H, L, L]
-            query_pos = torch.arange(L, device=x.device).reshape(L, 1)
         else:
             q = self.q(_rows(x, idx, B, L)).reshape(B, H, 1, d)
             x = x.reshape(B, 1, L, W)
             a = torch.matmul(torch.matmul(q, self.k_heads), x.transpose(-1, -2))  # [B, H, 1, L]
-            query_pos = idx.reshape(B, 1, 1, 1)
         if self.causal:
-            a = a.masked_fill(torch.arange(L, device=x.device) > query_pos, float("-inf"))
+            pos = torch.arange(L, device=x.device)
+            query_pos = pos.reshape(L, 1) if idx is None else idx.reshape(B, 1, 1, 1)
+            a = a.masked_fill(pos > query_pos, float("-inf"))
         a = a.softmax(dim=-1)
         if idx is None:
             out = torch.matmul(a, v).transpose(1, 2)  # [B, L, H, d]
