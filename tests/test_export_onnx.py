@@ -93,6 +93,18 @@ def test_int8_text_s0(checkpoints, tmp_path):
     assert ops.count("MatMulInteger") == 6 * 12 + 1 and "Slice" not in ops, sorted(set(ops))
 
 
+def test_fp16_text_causal(tmp_path):
+    """fp16 ONNX of a causal text tower (MobileCLIP2-B: the masked scores hold -inf in fp16) validates at
+    the fp16 floor, float32 in and out, weights stored as float16."""
+    r = E.export_bundle("onnx", "mobileclip2-b", out=tmp_path / "h", random_weights=True, precision="fp16",
+                        towers="text")
+    t = r["towers"]["text"]
+    assert t["passed"] and t["cosine_min"] >= 0.999
+    assert t["io"]["inputs"][0]["dtype"] == "int32" and t["io"]["outputs"][0]["dtype"] == "float32"
+    size = r["files"]["text.onnx"]["bytes"]
+    assert 100e6 < size < 140e6, f"fp16 text model is {size / 1e6:.0f} MB"  # fp32: 254 MB
+
+
 def test_int8_image_quantizes_the_attention_projections(tmp_path):
     """int8 keeps MCi attention's qkv/proj as MatMuls (the fp32 export makes them 1x1 convs, which dynamic
     quantization leaves fp32): MCi0's two attention blocks and the head end up as integer matmuls."""
