@@ -92,7 +92,8 @@ def main() -> None:
     from mc2export.bench.device import host_device
 
     report = {"benchmark": "fold_speed", "batch": 1, "threads": args.threads, "torch": torch.__version__,
-              "cpu": host_device()["cpu"] or platform.machine(), "cores": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
+              "cpu": host_device()["cpu"] or platform.machine(), "cores": os.cpu_count(),
+              "when": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"# Eager latency of folding ({report['cpu']}, {args.threads} threads, batch 1, torch {torch.__version__})",
