@@ -33,7 +33,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..blocks import take_tokens
 from ..text import ResidualAttentionBlock
@@ -128,6 +127,14 @@ def _flat_block(block: nn.Module, x: torch.Tensor, B: int, L: int, idx: Optional
     return x + block.mlp(block.ln_2(x))
 
 
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """An ``nn.Linear`` holding these tensors, frozen like the wrappers' parameters (built on the meta
+    device: no random init of its own to throw away)."""
+    m = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
+    m.weight, m.bias = nn.Parameter(weight, requires_grad=False), nn.Parameter(bias, requires_grad=False)
+    return m
+
+
 class FlatAttention(nn.Module):
     """:class:`mc2export.text.Attention` on a ``[B*L, W]`` stream (ONNX), holding its projections as separate
     constants: the exporter keeps a slice of a weight as a ``Slice`` node, which dynamic int8 quantization
@@ -147,17 +154,15 @@ class FlatAttention(nn.Module):
         W, H, d = attn.width, attn.heads, attn.head_dim
         self.width, self.heads, self.head_dim, self.causal, self.pooled = W, H, d, attn.causal, pooled
         w, b = attn.in_proj_weight.detach(), attn.in_proj_bias.detach()
-        self.q = nn.Linear(W, W)
-        self.q.weight.data, self.q.bias.data = w[:W] * d ** -0.5, b[:W] * d ** -0.5
+        self.q = _linear(w[:W] * d ** -0.5, b[:W] * d ** -0.5)
         if pooled:
             self.register_buffer("k_heads", w[W:2 * W].reshape(H, d, W).clone(), persistent=False)
             self.register_buffer("v_heads", w[2 * W:].reshape(H, d, W).transpose(1, 2).contiguous(),
                                  persistent=False)  # [H, W, d]
             self.register_buffer("v_bias", b[2 * W:].clone(), persistent=False)
         else:
-            self.k, self.v = nn.Linear(W, W), nn.Linear(W, W)
-            self.k.weight.data, self.k.bias.data = w[W:2 * W].clone(), b[W:2 * W].clone()
-            self.v.weight.data, self.v.bias.data = w[2 * W:].clone(), b[2 * W:].clone()
+            self.k = _linear(w[W:2 * W].clone(), b[W:2 * W].clone())
+            self.v = _linear(w[2 * W:].clone(), b[2 * W:].clone())
         self.out_proj = attn.out_proj
 
     def forward(self, x: torch.Tensor, B: int, L: int, idx: Optional[torch.Tensor] = None) -> torch.Tensor:
