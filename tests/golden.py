@@ -65,7 +65,8 @@ def lazy_bundles(fmt: str, checkpoints: dict, root: Path) -> dict:
     class Lazy(dict):
         def __missing__(self, key):
             self[key] = root / key
-            E.export_bundle(fmt, EXPORT_CASES[key][1], out=self[key], checkpoint=checkpoints[key], normalize=False)
+            E.export_bundle(fmt, EXPORT_CASES[key][1], out=self[key], checkpoint=checkpoints[key], normalize=False,
+                            precision="fp32")
             return self[key]
 
     return Lazy()

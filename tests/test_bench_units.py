@@ -325,8 +325,9 @@ def test_android_device_description():
 class FakeAdb:
     """Replays a phone: recorded outputs for the fixed commands, runner output in the recorded format."""
 
-    def __init__(self, devices="adb_devices_one.txt", iterations=True, base_ms=20.0):
+    def __init__(self, devices="adb_devices_one.txt", iterations=True, base_ms=20.0, model=None):
         self.devices = (FIX / devices).read_text()
+        self.model = model  # (model file, input bytes) -> outputs, for runs with --inputs / --output_file
         self.iterations = iterations
         self.base = base_ms
         self.calls = []
@@ -359,6 +360,9 @@ class FakeAdb:
         if op == "push":
             self.files[args[5]] = Path(args[4]).read_bytes()
             return 0, f"{args[4]}: 1 file pushed.", ""
+        if op == "pull":
+            Path(args[5]).write_bytes(self.files[args[4]])
+            return 0, f"{args[4]}: 1 file pulled.", ""
         cmd = args[4]
         if cmd == "getprop":
             return 0, (FIX / "getprop_pixel8.txt").read_text(), ""
@@ -367,6 +371,11 @@ class FakeAdb:
         if cmd == "cat /proc/meminfo":
             return 0, (FIX / "meminfo_android.txt").read_text(), ""
         m = re.search(r"--model_path=(\S+) --num_executions=(\d+)", cmd)
+        io = re.search(r"cd (\S+) && .*--inputs=(\S+) --output_file=([^\s;]+)", cmd)
+        if m and io:  # executor_runner reading an input file and writing its output tensor
+            folder, name, base = io.groups()
+            out = self.model(m.group(1), self.files[f"{folder}/{name}"])
+            self.files[f"{folder}/{base}-0.bin"] = np.asarray(out, dtype="<f4").tobytes()
         if m:
             out = self.runner_output(m.group(1), int(m.group(2)))
             self.calls_runner += 1
@@ -405,6 +414,85 @@ def test_android_old_runner_reports_aggregates_and_modelbench_rounds(tmp_path):
     assert t["samples_aggregate"] is True and len(t["samples_ms"]) == 3 and t["rounds"] == 3
     assert t["iterations"] == 3 * 51 and r["mode"]["standard"] is False
     assert schema.errors(document([r])) == []
+
+
+def _device_model(noise=0.0):
+    """A stand-in for the .pte on the phone: 8 numbers per row from the raw input (float32 image / int32 tokens)."""
+    rng = np.random.default_rng(7)
+
+    def f(model_file, raw):
+        x = np.frombuffer(raw, dtype="<f4" if model_file == "image.pte" else "<i4").astype(np.float32)
+        rows = x.reshape(1, -1)[:, :8] + 1.0
+        return rows + noise * rng.standard_normal(rows.shape)
+
+    return f
+
+
+def vectors_bundle(folder: Path) -> Path:
+    """An ExecuTorch stand-in bundle with real verification vectors: expected = _device_model() of the inputs."""
+    from mc2export.export import vectors
+    from mc2export.export.bundle import file_table
+
+    b = fake_bundle(folder, "executorch")
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (16, 4, 4, 3), dtype=np.uint8)
+    tokens = rng.integers(0, 49408, (24, 77), dtype=np.int32)
+    f = _device_model()
+    expected = {t: np.concatenate([f(f"{t}.pte", r[None].tobytes()) for r in vectors.model_input(t, x)])
+                for t, x in (("image", u8), ("text", tokens))}
+    vectors.write(b, precision="fp32", tolerance={"cosine_min": 0.99999, "max_abs_over_std": 1e-4}, normalized=True,
+                  embed_dim=8, image=(u8, expected["image"]), text=(tokens, expected["text"], [""] * 24))
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["files"] = file_table(b)
+    (b / "config.json").write_text(json.dumps(cfg))
+    return b
+
+
+def test_android_runs_the_vectors_on_the_device_before_timing(tmp_path):
+    b = vectors_bundle(tmp_path / "et")
+    (tmp_path / "runner").write_bytes(b"x")
+    adb = FakeAdb(model=_device_model())
+    r = android.bench_android(b, mode=stats.get_mode("quick"), threads=4, runner=str(tmp_path / "runner"), run=adb)
+    assert schema.errors(document([r])) == []
+    v = r["verification"]
+    assert v["status"] == "passed" and v["tolerance"]["cosine_min"] == 0.99999
+    assert v["towers"]["image"]["rows"] == 4 and v["towers"]["text"]["rows"] == 6
+    assert v["towers"]["image"]["invocations"] == 4 and v["towers"]["image"]["cosine_min"] > 0.9999999
+    runs = [c[4] for c in adb.calls if len(c) > 4 and "--num_executions" in c[4]]
+    vec = [c for c in runs if "--inputs=" in c]
+    assert len(vec) == 10 and all("--num_executions=1 " in c and "--output_file=verify-" in c for c in vec)
+    assert runs.index(vec[-1]) < max(i for i, c in enumerate(runs) if "text.pte" in c)  # vectors before timing
+    pulls = [c for c in adb.calls if len(c) > 3 and c[3] == "pull"]
+    assert len(pulls) == 10 and pulls[0][4].endswith("/verify-image-out0-0.bin")
+    # the pushed input is exactly what the vectors say the model takes (float32 NCHW, uint8 / 255)
+    from mc2export.export import vectors
+
+    row0 = vectors.read(b)["towers"]["image"]["inputs"]["array"][:1]
+    pushed = [k for k in adb.files if k.endswith("verify-image-in0.bin")]
+    assert adb.files[pushed[0]] == vectors.model_input("image", row0).tobytes()
+
+
+def test_android_wrong_outputs_fail_the_run_before_timing(tmp_path, capsys, monkeypatch):
+    from mc2export.bench.verify import OutputsDisagree
+
+    b = vectors_bundle(tmp_path / "et")
+    (tmp_path / "runner").write_bytes(b"x")
+    adb = FakeAdb(model=_device_model(noise=0.05))
+    with pytest.raises(OutputsDisagree) as e:
+        android.bench_android(b, mode=stats.get_mode("quick"), runner=str(tmp_path / "runner"), run=adb)
+    (line,) = e.value.lines
+    assert line.startswith("verify FAILED: image tower in executorch on Google Pixel 8") and "cosine min" in line
+    assert not [c for c in adb.calls if len(c) > 4 and "--num_executions=" in c[4] and "--inputs=" not in c[4]]
+    # the command turns it into exit 3 with the figures on stderr
+    monkeypatch.setattr(android, "connect", lambda adb, serial: android.Adb(adb, "S"))
+    monkeypatch.setattr(android, "bench_android", lambda *a, **k: (_ for _ in ()).throw(e.value))
+    code, out, err = run(capsys, "bench", b, "--device", "android", "-q")
+    assert code == 3 and line in err and "computes wrong outputs on the device (nothing was timed)" in err
+    # --no-vectors skips them, and the result says so
+    monkeypatch.undo()
+    r = android.bench_android(b, mode=stats.get_mode("quick"), runner=str(tmp_path / "runner"), run=FakeAdb(),
+                              vectors=False)
+    assert r["verification"] == {"status": "not-run", "reason": "--no-vectors"}
 
 
 def test_adb_without_device_is_a_one_line_error(tmp_path, capsys):

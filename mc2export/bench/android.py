@@ -8,6 +8,11 @@ below and run through :class:`Adb`; the parsing functions are tested with record
     adb -s SERIAL shell mkdir -p /data/local/tmp/mc2export/<checksum12>
     adb -s SERIAL push executor_runner  .../executor_runner ; shell chmod 755 (when --runner is given)
     adb -s SERIAL push <bundle>/image.pte .../image.pte     (skipped when sha256sum on the device matches)
+    verification vectors (bundle ``verify/``), per batch of rows:
+      adb push rows.bin .../verify-image-in0.bin
+      adb shell 'cd DIR && ./executor_runner --model_path image.pte --num_executions 1
+                 --inputs verify-image-in0.bin --output_file verify-image-out0'  -> writes verify-image-out0-0.bin
+      adb pull .../verify-image-out0-0.bin                 -> compared with the expected rows (as mc2export verify)
     adb -s SERIAL shell 'cd DIR && toybox time -v ./executor_runner --model_path image.pte
                           --num_executions N --cpu_threads T'  -> parse_runner_output
     (same for text.pte); results assembled into the common schema (harness.assemble)
@@ -16,7 +21,11 @@ Per invocation the runner loads the model once (``Model loaded in X ms``), then 
 calls, printing ``Iteration i of N: X ms`` (ExecuTorch >= 1.1; older runners print only the total,
 ``Model executed successfully N time(s) in X ms``: then each sample is one invocation's mean, flagged
 ``samples_aggregate``). The first invocation's load is the cold load, later ones the warm load; warm-up
-calls are the first calls of an invocation and are dropped. Peak memory: ``toybox time -v``'s
+calls are the first calls of an invocation and are dropped. Before a tower is timed, the bundle's verification
+vectors run through the same runner on the device (``--inputs`` takes one raw little-endian file per model
+input, ``--output_file BASE`` writes each output tensor's raw bytes to ``BASE-<i>.bin``: ExecuTorch's
+``executor_runner`` flags since 1.0); outputs outside the precision's tolerance fail the run
+(:class:`.verify.OutputsDisagree`, exit 3) before anything is timed. Peak memory: ``toybox time -v``'s
 ``Max RSS (KiB)`` of the runner process. Logs go to stderr with ExecuTorch's default (posix) PAL; a
 runner built with the android PAL logs to logcat, which is read instead (``adb logcat -d -s ExecuTorch``).
 
@@ -189,6 +198,10 @@ def push_command(local, remote: str, adb: str = "adb", serial: Optional[str] = N
     return adb_base(adb, serial) + ["push", str(local), remote]
 
 
+def pull_command(remote: str, local, adb: str = "adb", serial: Optional[str] = None) -> List[str]:
+    return adb_base(adb, serial) + ["pull", remote, str(local)]
+
+
 def shell_command(cmd: str, adb: str = "adb", serial: Optional[str] = None) -> List[str]:
     return adb_base(adb, serial) + ["shell", cmd]
 
@@ -250,6 +263,9 @@ class Adb:
     def push(self, local, remote: str) -> None:
         self._call(push_command(local, remote, self.adb, self.serial), timeout=900)
 
+    def pull(self, remote: str, local) -> None:
+        self._call(pull_command(remote, local, self.adb, self.serial), timeout=300)
+
 
 def connect(adb: str = "adb", serial: Optional[str] = None, run: RunFn = _subprocess_run) -> Adb:
     """An :class:`Adb` bound to the one usable device (or a one-line error)."""
@@ -278,13 +294,13 @@ def push_if_changed(a: Adb, local: Path, remote: str, sha256: Optional[str]) -> 
 # ---------------------------------------------------------------------------------------------- protocol
 
 def _invoke(a: Adb, remote_dir: str, model: str, n: int, threads: Optional[int], runner: str,
-            logcat: bool) -> dict:
+            logcat: bool, extra: Sequence[str] = ()) -> dict:
     if logcat:
         a.shell("logcat -c", timeout=30, check=False)
-    text = a.shell(runner_command(remote_dir, model, n, threads, runner), timeout=3600, check=False)
+    text = a.shell(runner_command(remote_dir, model, n, threads, runner, extra=extra), timeout=3600, check=False)
     res = parse_runner_output(text)
     if res["error"] and "unknown command line flag 'cpu_threads'" in res["error"] and threads:
-        text = a.shell(runner_command(remote_dir, model, n, None, runner), timeout=3600, check=False)
+        text = a.shell(runner_command(remote_dir, model, n, None, runner, extra=extra), timeout=3600, check=False)
         res = parse_runner_output(text)
         res["threads_flag_unsupported"] = True
     if res["total_ms"] is None and logcat:  # a runner built with the android PAL logs to logcat
@@ -358,10 +374,57 @@ def measure_android_tower(a: Adb, remote_dir: str, model: str, mode, threads: Op
     return out
 
 
+def verify_android_tower(a: Adb, bundle, tower: str, remote_dir: str, entry: dict, tol: dict,
+                         threads: Optional[int], runner: str = RUNNER_NAME, logcat: bool = True) -> dict:
+    """Run one tower's verification vectors (``entry``: a tower of :func:`mc2export.export.vectors.read`) on the
+    device with ``executor_runner --inputs/--output_file``; the figures and verdict of
+    :func:`.verify.check_outputs`."""
+    import tempfile
+
+    import numpy as np
+
+    from ..export import vectors
+    from ..export.validate import run_batched
+    from .verify import FAILED, check_outputs
+
+    model = bundle.model_entry(tower)["file"]
+    calls = []
+
+    with tempfile.TemporaryDirectory(prefix="mc2export-vectors-") as work:
+        def on_device(chunk: np.ndarray) -> np.ndarray:
+            i = len(calls)
+            name, base = f"verify-{tower}-in{i}.bin", f"verify-{tower}-out{i}"
+            local = Path(work) / name
+            local.write_bytes(np.ascontiguousarray(chunk).astype(chunk.dtype.newbyteorder("<")).tobytes())
+            a.push(local, f"{remote_dir}/{name}")
+            calls.append(_invoke(a, remote_dir, model, 1, threads, runner, logcat,
+                                 extra=[f"--inputs={name}", f"--output_file={base}"]))
+            a.pull(f"{remote_dir}/{base}-0.bin", Path(work) / f"{base}-0.bin")
+            out = np.fromfile(Path(work) / f"{base}-0.bin", dtype="<f4")
+            if out.size % len(chunk):
+                raise ValueError(f"the runner wrote {out.size} floats for a batch of {len(chunk)}")
+            return out.reshape(len(chunk), -1)
+
+        rows = entry["inputs"]["array"]
+        try:
+            outputs = run_batched(on_device, vectors.model_input(tower, rows), int(bundle.config.get("batch") or 1))
+            result = check_outputs(outputs, entry["expected"]["array"], tol)
+        except ValueError as e:
+            result = {"rows": int(len(rows)), "violations": [str(e)], "verdict": FAILED}
+        a.shell(f"rm -f {shlex.quote(remote_dir)}/verify-{tower}-*", timeout=30, check=False)
+    result.update(tolerance=tol, invocations=len(calls), runner=runner)
+    return result
+
+
 def bench_android(bundle_path, *, mode, threads: Optional[int] = None, serial: Optional[str] = None,
                   runner: Optional[str] = None, adb: str = "adb", towers=None, verify: bool = True,
-                  run: RunFn = _subprocess_run, log: Callable[[str], None] = lambda s: None) -> dict:
-    """Measure an ExecuTorch bundle's ``.pte`` files on a phone with ``executor_runner``; one result."""
+                  vectors: bool = True, run: RunFn = _subprocess_run,
+                  log: Callable[[str], None] = lambda s: None) -> dict:
+    """Measure an ExecuTorch bundle's ``.pte`` files on a phone with ``executor_runner``; one result.
+
+    With ``vectors`` (default) each tower first runs the bundle's verification vectors on the device; outputs
+    outside the tolerance raise :class:`.verify.OutputsDisagree` (nothing is timed). The figures go to the
+    result's ``verification`` object."""
     from .bundles import as_bundle, check_runtime
     from .harness import assemble, parse_towers
 
@@ -388,12 +451,27 @@ def bench_android(bundle_path, *, mode, threads: Optional[int] = None, serial: O
             raise UserError("no executor_runner on the device: pass --runner PATH to an Android arm64 build of "
                             "ExecuTorch's executor_runner with XNNPACK (docs/bench.md: 'Android')")
     files = b.config.get("files") or {}
+    manifest = _vectors_of(b) if vectors else None
+    verification = ({"status": "not-run", "reason": "--no-vectors"} if not vectors else
+                    {"status": "not-run", "reason": "the bundle has no verify/ vectors (exported before them)"}
+                    if manifest is None else {"status": "passed", "tolerance": manifest["tolerance"], "towers": {}})
     tower_results = {}
     for t in towers:
         name = b.model_entry(t)["file"]
         pushed = push_if_changed(a, b.path / name, f"{remote_dir}/{name}", (files.get(name) or {}).get("sha256"))
-        log(f"  {t}: {'pushed' if pushed else 'already on the device:'} {name}; running {runner_name} "
-            f"({mode.name} mode)")
+        log(f"  {t}: {'pushed' if pushed else 'already on the device:'} {name}")
+        if manifest is not None and t in manifest["towers"]:
+            check = verify_android_tower(a, b, t, remote_dir, manifest["towers"][t], manifest["tolerance"], threads,
+                                         runner_name)
+            verification["towers"][t] = {k: v for k, v in check.items() if k != "cosine_per_row"}
+            log(f"  {t}: verification vectors on the device: cosine min {check.get('cosine_min', float('nan')):.7f}"
+                f" ({check['verdict']})")
+            if check["verdict"] != "passed":
+                from .verify import OutputsDisagree, failures
+
+                raise OutputsDisagree(failures({"runtime": {"name": f"executorch on {dev['model']} ({a.serial})"},
+                                                "towers": {t: check}}))
+        log(f"  {t}: running {runner_name} ({mode.name} mode)")
         tr = measure_android_tower(a, remote_dir, name, mode, threads, runner_name, log=log)
         tr["tower"] = t
         tower_results[t] = tr
@@ -402,7 +480,17 @@ def bench_android(bundle_path, *, mode, threads: Optional[int] = None, serial: O
                       threads=threads, compute_units=None, mode=mode, device=dev, towers=tower_results,
                       source=f"mc2export bench --device android ({runner_name} over adb)")
     result["runtime"]["runner"] = runner_name
+    result["verification"] = verification
     return result
+
+
+def _vectors_of(bundle) -> Optional[dict]:
+    """The bundle's verification vectors, or None for a bundle exported before them."""
+    from ..export import vectors
+
+    if not (bundle.path / vectors.MANIFEST).is_file():
+        return None
+    return vectors.read(bundle.path)
 
 
 def bench_android_app(bundle_path, *, package: str, mode, threads: Optional[int] = None, serial: Optional[str] = None,
@@ -448,6 +536,6 @@ def parse_app_result(text: str, source: str = "app") -> dict:
 
 
 __all__ = ["parse_adb_devices", "select_device", "parse_runner_output", "parse_getprop", "device_from_props",
-           "runner_command", "push_command", "shell_command", "app_start_command", "app_result_command", "app_bundle_dir", "Adb",
+           "runner_command", "push_command", "pull_command", "verify_android_tower", "shell_command", "app_start_command", "app_result_command", "app_bundle_dir", "Adb",
            "connect", "android_device", "measure_android_tower", "bench_android", "bench_android_app",
            "parse_app_result", "REMOTE_ROOT"]

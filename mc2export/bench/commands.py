@@ -1,4 +1,4 @@
-"""CLI: ``mc2export bench`` and ``mc2export bench-report`` (registered by ``mc2export/cli.py``)."""
+"""CLI: ``mc2export bench``, ``mc2export verify`` and ``mc2export bench-report`` (registered by ``mc2export/cli.py``)."""
 from __future__ import annotations
 
 import shlex
@@ -48,6 +48,8 @@ def register(app: typer.Typer, command) -> None:
               isolate: bool = typer.Option(True, help="Measure each tower in a fresh process (true cold load, "
                                            "per-tower peak memory)."),
               verify: bool = typer.Option(True, help="Re-hash the bundle's files against config.json first."),
+              vectors: bool = typer.Option(True, help="Android: run the bundle's verification vectors (verify/) on the "
+                                           "device first; outputs outside the tolerance fail the run (exit 3)."),
               json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results (schema: "
                                                       "mc2export/bench/schema.json)."),
               csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the results as CSV (one row per "
@@ -99,9 +101,18 @@ def register(app: typer.Typer, command) -> None:
                     results += bench_android_app(b, package=app, mode=m, threads=threads, serial=serial, adb=adb,
                                                  verify=verify, log=log)["results"]
                 else:
-                    results.append(bench_android(b, mode=m, threads=threads, serial=serial,
-                                                 runner=str(runner) if runner else None, adb=adb, towers=towers,
-                                                 verify=verify, log=log))
+                    from .verify import OutputsDisagree
+
+                    try:
+                        results.append(bench_android(b, mode=m, threads=threads, serial=serial,
+                                                     runner=str(runner) if runner else None, adb=adb, towers=towers,
+                                                     verify=verify, vectors=vectors, log=log))
+                    except OutputsDisagree as e:
+                        for line in e.lines:
+                            typer.echo(line, err=True)
+                        typer.echo(f"bench stopped: {b.path} computes wrong outputs on the device (nothing was "
+                                   "timed)", err=True)
+                        raise typer.Exit(3)
         else:
             from .apple import bench_ios, require_macos
 
@@ -121,6 +132,42 @@ def register(app: typer.Typer, command) -> None:
         if csv_out is not None:
             write_csv(results, csv_out)
             typer.echo(f"wrote {csv_out}")
+
+    @command("verify")
+    def verify(bundle: Path = typer.Argument(..., help="Bundle folder written by `mc2export onnx|executorch|coreml "
+                                             "--out DIR`."),
+               runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, coreml "
+                                                     "(macOS) or another runtime that runs the bundle's files. "
+                                                     "Default: the bundle's own format's runtime."),
+               threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all "
+                                                     "CPUs this process may use)."),
+               json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (figures per tower and "
+                                                       "row, runtime, device) to this file."),
+               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines.")):
+        """Check a bundle's models on its verification vectors (verify/) in this machine's runtime.
+
+        Exit codes: 0 every tower holds its precision's tolerance; 3 one does not (stderr names the tower and
+        the figures); 4 the bundle cannot run here (e.g. Core ML off macOS, runtime not installed): nothing
+        was checked; 2 bad input (not a bundle, checksums do not match config.json, no verify/ vectors)."""
+        from .harness import write_json
+        from .verify import CANNOT_RUN, failures, table, verify_bundle
+
+        if json_out is not None and json_out.is_dir():
+            raise UserError(f"'{json_out}' is a directory: pass a file path for --json")
+        log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
+        log(f"[mc2export] verify {bundle}")
+        report = verify_bundle(bundle, runtime, threads=threads, log=log)
+        if json_out is not None:
+            write_json(report, json_out)
+        if report["status"] == CANNOT_RUN:
+            typer.echo(f"cannot run here (nothing was verified): {report['reason']}", err=True)
+        else:
+            typer.echo(table(report))
+            for line in failures(report):
+                typer.echo(line, err=True)
+        if json_out is not None:
+            typer.echo(f"wrote {json_out}", err=True)
+        raise typer.Exit(report["exit_code"])
 
     @command("bench-report")
     def bench_report(results: List[Path] = typer.Argument(..., help="Results files (`mc2export bench --json`, "

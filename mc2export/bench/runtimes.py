@@ -13,7 +13,10 @@
 =================  =====================================================================================
 
 ``load()`` returns a :class:`Loaded` whose ``call()`` runs exactly one inference on a prepared input
-(inputs are built once, outside the timed region). Heavy runtimes are imported inside ``load()`` only.
+(inputs are built once, outside the timed region), and whose ``run(x)`` runs the same loaded model on another
+input given as :func:`example_input` builds it (float32 NCHW in [0, 1] / int32 tokens) and returns the
+embedding as float32 numpy (``mc2export verify`` runs the bundle's vectors through it). Heavy runtimes are
+imported inside ``load()`` only.
 """
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ class Loaded:
     call: Callable[[], object]
     info: dict = field(default_factory=dict)
     keep: object = None  # whatever must stay alive while ``call`` is used
+    run: Optional[Callable[[object], object]] = None  # x (example_input's form) -> float32 embedding
 
 
 def example_input(tower: str, config: dict):
@@ -136,9 +140,13 @@ def _load_ort(bundle, tower: str, threads: int) -> Loaded:
     def call():
         return run(None, feed)
 
+    def run_on(x):
+        return run(None, {inp.name: x.astype("int64") if "int64" in inp.type else x})[0]
+
     return Loaded(call, {"provider": "CPUExecutionProvider", "intra_op_threads": int(threads),
                          "graph_optimization": "ORT_ENABLE_ALL",
-                         "input": {"name": inp.name, "type": inp.type, "shape": list(x.shape)}}, keep=sess)
+                         "input": {"name": inp.name, "type": inp.type, "shape": list(x.shape)}}, keep=sess,
+                  run=run_on)
 
 
 def _portable_lib():
@@ -170,6 +178,9 @@ def _load_executorch(bundle, tower: str, threads: int) -> Loaded:
     def call():
         return method(args)
 
+    def run_on(x):
+        return method([torch.from_numpy(x)])[0].numpy()
+
     try:
         nthreads = int(lib._threadpool_get_thread_count())
     except Exception:  # pragma: no cover
@@ -182,7 +193,7 @@ def _load_executorch(bundle, tower: str, threads: int) -> Loaded:
     return Loaded(call, {"delegate": "XNNPACK (+ portable kernels)", "threadpool_threads": nthreads,
                          "registered_backends": backends,
                          "input": {"dtype": str(x.dtype).replace("torch.", ""), "shape": list(x.shape)}},
-                  keep=(program, method, x))
+                  keep=(program, method, x), run=run_on)
 
 
 def _load_coreml(bundle, tower: str, compute_units: str) -> Loaded:
@@ -193,22 +204,27 @@ def _load_coreml(bundle, tower: str, compute_units: str) -> Loaded:
     model = ct.models.MLModel(str(bundle.model_file(tower)), compute_units=units)
     spec = model.get_spec()
     inp = spec.description.input[0]
-    x = example_input(tower, bundle.config)
-    if inp.type.WhichOneof("Type") == "imageType":
-        from PIL import Image
+    image_type = inp.type.WhichOneof("Type") == "imageType"
 
-        arr = (np.clip(x[0].transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-        value = Image.fromarray(arr, "RGB")
-    else:
-        value = x.astype(np.int32) if tower == "text" else x
-    feed = {inp.name: value}
+    def feed(x):
+        if image_type:  # one pixel buffer: the bundle's batch is 1 (--batch > 1 has a MultiArray input)
+            from PIL import Image
+
+            arr = (np.clip(x[0].transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+            return {inp.name: Image.fromarray(arr, "RGB")}
+        return {inp.name: x.astype(np.int32) if tower == "text" else x}
+
+    example = feed(example_input(tower, bundle.config))
     predict = model.predict
 
     def call():
-        return predict(feed)
+        return predict(example)
+
+    def run_on(x):
+        return np.asarray(predict(feed(x))["embedding"], dtype=np.float32)
 
     return Loaded(call, {"compute_units": compute_units, "coreml_compute_unit": COMPUTE_UNITS[compute_units],
-                         "input": {"name": inp.name, "type": inp.type.WhichOneof("Type")}}, keep=model)
+                         "input": {"name": inp.name, "type": inp.type.WhichOneof("Type")}}, keep=model, run=run_on)
 
 
 def torch_weights(bundle, checkpoint: Optional[str]):
@@ -260,10 +276,14 @@ def _load_torch(bundle, tower: str, threads: int, folded: bool, checkpoint: Opti
         with torch.inference_mode():
             return wrapper(x)
 
+    def run_on(v):
+        with torch.inference_mode():
+            return wrapper(torch.from_numpy(v)).numpy()
+
     return Loaded(call, {"model": "folded" if folded else "unfolded (train-time)", "weights": note,
                          "torch_threads": torch.get_num_threads(), "mode": "eager, inference_mode",
                          "input": {"dtype": str(x.dtype).replace("torch.", ""), "shape": list(x.shape)}},
-                  keep=(model, wrapper, x))
+                  keep=(model, wrapper, x), run=run_on)
 
 
 __all__ = ["RUNTIMES", "COMPUTE_UNITS", "require", "versions", "runtime_version", "load", "Loaded",

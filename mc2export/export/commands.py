@@ -11,14 +11,19 @@ from typing import Optional
 
 import typer
 
+from .pipeline import DEFAULT_PRECISION
+
 _HELP = {
     "onnx": "Export to ONNX (opset 18, ONNX Runtime incl. Mobile), validated in onnxruntime.",
-    "coreml": "Export to Core ML (ML program, iOS17/macOS14, ImageType input), validated (prediction on macOS).",
+    "coreml": "Export to Core ML (ML program, iOS17/macOS14, ImageType input; fp16 by default, the Neural Engine's "
+              "precision), validated (prediction on macOS).",
     "executorch": "Export to ExecuTorch (.pte, XNNPACK or Core ML delegate), validated in ExecuTorch's runtime.",
 }
 _PRECISION_HELP = {
     "onnx": "fp32, fp16 (fp16 weights+compute, fp32 I/O) or int8 (onnxruntime dynamic quantization)",
-    "coreml": "fp32, fp16, int8 (int8 weights, fp16 compute), pal6 / pal4 (6- / 4-bit k-means palettized weights)",
+    "coreml": "fp16 (default: CPU, GPU and Neural Engine), fp32 (CPU/GPU only: the Neural Engine computes in fp16 "
+              "and never runs an fp32 program), int8 (int8 weights, fp16 compute), pal6 / pal4 (6- / 4-bit k-means "
+              "palettized weights, fp16 compute)",
     "executorch": "fp32, fp16, int8 (XNNPACK PT2E: int8 weights, dynamic activations) or int8-static (image "
                   "activations calibrated: fastest on phones, may miss the 0.99 floor)",
 }
@@ -35,7 +40,7 @@ def _make(fmt: str, command):
                                                                             "(open_clip, Apple .pt, timm, mc2export)."),
         random_weights: bool = typer.Option(False, "--random-weights", help="Random weights, for latency work only; "
                                                                             "the bundle is stamped as such."),
-        precision: str = typer.Option("fp32", "--precision", "-p", help=_PRECISION_HELP[fmt] + "."),
+        precision: str = typer.Option(DEFAULT_PRECISION[fmt], "--precision", "-p", help=_PRECISION_HELP[fmt] + "."),
         towers: str = typer.Option("image,text", "--towers", help="Towers to export: image, text or image,text."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default: "
                                                                     "./<variant>-<format>-<precision>)."),

@@ -15,6 +15,8 @@ from ..errors import UserError
 
 FORMATS = ("onnx", "coreml", "executorch")
 TOWERS = ("image", "text")
+# Core ML defaults to fp16, the Neural Engine's precision: an fp32 ML program runs on the CPU/GPU only
+DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "executorch": "fp32"}
 PIP_HINT = "pip install 'mc2export[export]'"
 
 
@@ -150,6 +152,16 @@ def _expected_io(fmt_mod, tower: str, card: dict, batch: int) -> dict:
     return {"inputs": [inp], "outputs": [{"name": "embedding", "dtype": "float32", "shape": [batch, card["embed_dim"]]}]}
 
 
+def default_precision(fmt: str) -> str:
+    return DEFAULT_PRECISION.get(fmt, "fp32")
+
+
+def coreml_compute_units(precision: str) -> list:
+    """The compute units a Core ML program of ``precision`` can use: the Neural Engine computes in fp16 only,
+    so Core ML never schedules an fp32 program there (coremltools' typed-execution guide)."""
+    return ["cpu", "gpu"] if precision == "fp32" else ["cpu", "gpu", "neural_engine"]
+
+
 def default_out(fmt: str, variant: str, precision: str, delegate: Optional[str] = None) -> Path:
     from .. import cards
 
@@ -158,11 +170,12 @@ def default_out(fmt: str, variant: str, precision: str, delegate: Optional[str] 
 
 
 def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrained: bool = False,
-                  random_weights: bool = False, precision: str = "fp32", towers=TOWERS, force: bool = False,
+                  random_weights: bool = False, precision: Optional[str] = None, towers=TOWERS, force: bool = False,
                   batch: int = 1, normalize: bool = True, delegate: Optional[str] = None,
                   log: Callable[[str], None] = lambda s: None, _hooks: Optional[dict] = None) -> dict:
     """Export, validate and write a bundle; returns the summary (also what ``validation.json`` holds).
 
+    ``precision`` defaults to :data:`DEFAULT_PRECISION` (fp16 for Core ML, fp32 otherwise).
     Raises ``UserError`` for bad input (nothing is written) and :class:`.validate.ValidationError`
     when an exported model does not reproduce the folded model (nothing is written either).
     """
@@ -181,6 +194,7 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         register_embedded_card(checkpoint)  # a trained student's card travels in its checkpoint
     vid = cards.resolve_variant(variant)
     card = cards.get_card(vid)
+    precision = precision or default_precision(fmt)
     if precision not in precisions(fmt):
         raise UserError(f"{fmt} precision '{precision}' is not supported: choose one of {', '.join(precisions(fmt))}")
     towers = parse_towers(towers)
@@ -242,6 +256,8 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
                                       calibration=probe, delegate=delegate)
             t_export = time.perf_counter() - t1
             info["contract"] = contract
+            if fmt == "coreml" or info.get("delegate") == "CoreML":
+                info["compute_units"] = coreml_compute_units(precision)
             log(f"  {tower}: exported in {t_export:.1f}s; validating")
             t2 = time.perf_counter()
             with quiet_toolchains():
@@ -266,6 +282,7 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
                 else:
                     txt_ours = txt_ref = full_ref["text"](probe["text"][:n]).numpy()
             result["zero_shot"] = V.zero_shot(img_ours, txt_ours, img_ref, txt_ref, probe["labels"])
+        _write_vectors(tmp, exported, probe, precision, normalize, card, V)
         for _, val in exported.values():
             val.pop("_outputs", None)
             val.pop("_ref", None)
@@ -298,6 +315,18 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["prediction"] = {t: v.get("prediction") for t, v in result["towers"].items()}
     return result
+
+
+def _write_vectors(folder, exported, probe, precision, normalize, card, V) -> None:
+    """``verify/``: probe rows and the validation's fp32 reference outputs (``_ref``), for checks where the
+    bundle runs (:mod:`.vectors`)."""
+    from . import vectors
+
+    ref = {t: val["_ref"] for t, (_, val) in exported.items()}
+    vectors.write(folder, precision=precision, tolerance=V.tolerance_for(precision), normalized=normalize,
+                  embed_dim=card["embed_dim"],
+                  image=(probe["image_uint8"], ref["image"]) if "image" in ref else None,
+                  text=(probe["text"].numpy(), ref["text"], V.probe_texts()) if "text" in ref else None)
 
 
 def _default_contract(tower: str, card: dict, batch: int) -> dict:
@@ -348,7 +377,8 @@ def _config(card, fmt, precision, batch, normalize, weights, logit_scale, export
                                     "l2_normalized": normalize},
                          **{k: v for k, v in info.items() if k in ("opset", "exporter", "external_data", "int8",
                                                                     "fp16", "compression", "deployment_target",
-                                                                    "delegate", "compute_precision", "quantization")}}
+                                                                    "delegate", "compute_precision", "quantization",
+                                                                    "compute_units")}}
     return {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "created": now_iso(),
         "runtime": fmt, "variant": card["id"], "name": card["name"], "family": card["family"],
@@ -395,6 +425,11 @@ def summary_table(result: dict) -> str:
     if zs:
         tail.append(f"zero-shot top-1 agreement on the probe set: {zs['top1_agreement']:.0%} of {zs['images']} images "
                     f"({zs['decided_images']} with a reference margin >= 0.02)")
+    units = {", ".join(v["compute_units"]) for v in result["towers"].values() if v.get("compute_units")}
+    if units:
+        tail.append(f"Core ML compute units: {' / '.join(sorted(units))}"
+                    + (" -- fp32 runs on the CPU/GPU only, never the Neural Engine (it computes in fp16): export "
+                       "--precision fp16 (the default) for the Neural Engine" if result["precision"] == "fp32" else ""))
     skipped = [t for t, v in result["towers"].items() if str(v["prediction"]).startswith("skipped")]
     if skipped:
         tail.append("Core ML prediction was SKIPPED (needs macOS): the saved programs were checked (I/O, metadata) "
@@ -407,5 +442,6 @@ def _short_how(how: str) -> str:
     return how.split(":")[0] if len(how) > 40 else how
 
 
-__all__ = ["export_bundle", "FORMATS", "TOWERS", "precisions", "parse_towers", "load_model", "summary_table",
+__all__ = ["export_bundle", "FORMATS", "TOWERS", "DEFAULT_PRECISION", "default_precision", "coreml_compute_units",
+           "precisions", "parse_towers", "load_model", "summary_table",
            "format_module", "default_out", "quiet_toolchains"]
