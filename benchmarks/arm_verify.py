@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,6 +81,8 @@ class Steps:
         return name in self.data and name not in self.redo
 
     def record(self, name: str, seconds: float, **info) -> None:
+        if self.file.exists():  # another run of this script may have recorded a step meanwhile
+            self.data = dict(json.loads(self.file.read_text()), **{k: v for k, v in self.data.items()})
         self.data[name] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
@@ -86,12 +90,12 @@ class Steps:
         os.replace(tmp, self.file)
 
     @contextlib.contextmanager
-    def step(self, name: str):
+    def step(self, name: str, **info):
         log(f"{name} ...")
         t0 = time.monotonic()
         yield
         dt = time.monotonic() - t0
-        self.record(name, dt)
+        self.record(name, dt, **info)
         log(f"{name}: {dt:.0f} s")
 
 
@@ -176,8 +180,9 @@ def build_env(root: Path, steps: Steps) -> None:
                 in_root(root, ["pip", "install", "--quiet", *local, *WHEELS, *mc2export_deps(),
                                *executorch_requirements(wheels)])
                 in_root(root, ["pip", "install", "--quiet", *local, "--no-deps", EXECUTORCH])
-        if not steps.done("mc2export"):
-            with steps.step("mc2export"):
+        stamp = source_stamp()
+        if not steps.done("mc2export") or steps.data["mc2export"].get("source") != stamp:
+            with steps.step("mc2export", source=stamp):
                 install_mc2export(root)
 
 
@@ -202,20 +207,189 @@ def executorch_requirements(wheels: Path) -> list:
             if "extra ==" not in r and re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() not in NO_ARM_WHEEL]
 
 
+def checkout_files(*under: str) -> list:
+    """This checkout's files (tracked, or new and not ignored), relative paths."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *under], cwd=REPO,
+                         capture_output=True, check=True).stdout.decode().split("\0")
+    return sorted(rel for rel in out if rel and (REPO / rel).is_file())
+
+
+def source_stamp() -> str:
+    """A hash of the package sources, model cards and pyproject: bundles and the root's install are redone when
+    it changes (this script is a check of the *current* export code)."""
+    h = hashlib.sha256()
+    for rel in checkout_files("mc2export", "models", "pyproject.toml"):
+        h.update(rel.encode() + b"\0" + (REPO / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def install_mc2export(root: Path) -> None:
-    """This checkout's tracked files (committed or not), copied in and installed (no build isolation: offline)."""
+    """This checkout's files copied in and installed (no build isolation: the root is offline)."""
     dst = root / "opt" / "mc2export"
     if dst.exists():
         shutil.rmtree(dst)
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
+    for rel in checkout_files():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dst / rel)
     in_root(root, ["pip", "install", "--quiet", "--no-index", "--find-links", "/opt/wheels", "--no-deps",
                    "--no-build-isolation", "/opt/mc2export"])
+
+
+# -- the bundles (exported on the host) and the check (inside the root) ------------------------------------
+
+def bundle_name(fmt: str, precision: str) -> str:
+    return f"mobileclip2-s0-{fmt}-{precision}"
+
+
+def export_bundles(root: Path, steps: Steps) -> Path:
+    """The six S0 bundles, exported on the host from the fidelity kit's S0 weights into ROOT/opt/bundles
+    (reused while the sources are unchanged)."""
+    out = root / "opt" / "bundles"
+    stamp = source_stamp()
+    names = [bundle_name(f, p) for f, p in BUNDLES]
+    record = Steps(out, set())  # kept beside the bundles (the environment's steps are the root's)
+    record.file = out / "bundles.json"
+    record.data = json.loads(record.file.read_text()) if record.file.exists() else {}
+    if (record.done("bundles") and record.data["bundles"].get("source") == stamp
+            and all((out / n / "config.json").is_file() for n in names)):
+        steps.data["bundles"] = record.data["bundles"]
+        return out
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from export_all import kit_checkpoint
+
+    try:
+        import mc2export  # noqa: F401
+    except ImportError:
+        sys.exit("arm_verify: run this script with the Python that has mc2export installed (. .venv/bin/activate)")
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = kit_checkpoint("mobileclip2-s0", out)
+    weights = ["--checkpoint", str(ckpt)] if ckpt else ["--random-weights"]
+    each = {}
+    with record.step("bundles", source=stamp, seconds_each=each,
+                    weights="fidelity kit MobileCLIP2-S0 (seed 0)" if ckpt else "random"):
+        for fmt, prec in BUNDLES:
+            t0 = time.monotonic()
+            run([sys.executable, "-m", "mc2export.cli", fmt, "--variant", "s0", "--precision", prec, *weights,
+                 "--out", out / bundle_name(fmt, prec), "--force", "-q"], stdout=subprocess.DEVNULL)
+            each[bundle_name(fmt, prec)] = round(time.monotonic() - t0, 1)
+    if ckpt:
+        Path(ckpt).unlink()
+    steps.data["bundles"] = record.data["bundles"]
+    return out
+
+
+def verify_in_root(root: Path, name: str, cpu: str, threads: int, results: Path) -> dict:
+    """``mc2export verify`` on one bundle inside the root under ``QEMU_CPU=cpu``; the report plus wall time."""
+    dest = results / cpu / f"{name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    inside = "/" + dest.relative_to(root).as_posix()
+    t0 = time.monotonic()
+    proc = in_root(root, ["mc2export", "verify", f"/opt/bundles/{name}", "--threads", str(threads), "--json", inside,
+                          "-q"], env={"QEMU_CPU": cpu}, check=False, capture_output=True, text=True)
+    seconds = round(time.monotonic() - t0, 1)
+    report = json.loads(dest.read_text()) if dest.is_file() else {}
+    sys.stderr.write(proc.stdout + proc.stderr)
+    return {"exit_code": proc.returncode, "wall_seconds": seconds, "report": report,
+            "stderr_tail": proc.stderr.strip().splitlines()[-3:]}
+
+
+def verify_on_host(bundles: Path, name: str) -> dict:
+    """The same check on this x86 host: the side-by-side reference."""
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.run([sys.executable, "-m", "mc2export.cli", "verify", str(bundles / name), "--json",
+                               f"{d}/v.json", "-q"], capture_output=True, text=True)
+        report = json.loads(Path(d, "v.json").read_text()) if Path(d, "v.json").is_file() else {}
+    return {"exit_code": proc.returncode, "report": report}
+
+
+def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool) -> dict:
+    bundles = export_bundles(root, steps)
+    stamp = source_stamp()
+    results = root / "opt" / "results" / stamp
+    if fresh and results.exists():
+        shutil.rmtree(results)
+    runs = {}
+    with mounted(root):
+        for cpu in cpus:
+            for fmt, prec in BUNDLES:
+                name = bundle_name(fmt, prec)
+                done = results / cpu / f"{name}.run.json"  # resumable: a finished run is kept
+                if done.is_file():
+                    runs[cpu, name] = json.loads(done.read_text())
+                    continue
+                log(f"verify {name} under QEMU_CPU={cpu} ...")
+                r = verify_in_root(root, name, cpu, threads, results)
+                log(f"verify {name} under QEMU_CPU={cpu}: exit {r['exit_code']} in {r['wall_seconds']:.0f} s")
+                done.write_text(json.dumps(r))
+                runs[cpu, name] = r
+    host = {name: verify_on_host(bundles, name) for name in (bundle_name(f, p) for f, p in BUNDLES)}
+    return {"runs": runs, "host": host, "source": stamp}
+
+
+def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int) -> None:
+    qemu = qemu_version()
+    rows, doc_runs = [], []
+    for cpu in cpus:
+        for fmt, prec in BUNDLES:
+            name = bundle_name(fmt, prec)
+            r = checks["runs"][cpu, name]
+            rep = r["report"]
+            host = checks["host"][name]["report"]
+            for tower in ("image", "text"):
+                t = (rep.get("towers") or {}).get(tower, {})
+                h = (host.get("towers") or {}).get(tower, {})
+                rows.append((cpu, fmt, prec, tower, t.get("cosine_min"), t.get("max_abs_over_std"),
+                             h.get("cosine_min"), (rep.get("tolerance") or {}).get("cosine_min"),
+                             t.get("verdict") or rep.get("status") or f"exit {r['exit_code']}",
+                             (t.get("seconds") or {}).get("run")))
+            doc_runs.append({"cpu": cpu, "bundle": name, "format": fmt, "precision": prec,
+                             "exit_code": r["exit_code"], "wall_seconds": r["wall_seconds"],
+                             "status": rep.get("status"), "tolerance": rep.get("tolerance"),
+                             "cpu_features_detected": (rep.get("device") or {}).get("cpu_features_detected"),
+                             "arch": (rep.get("device") or {}).get("arch"), "runtime": rep.get("runtime"),
+                             "towers": {k: {kk: vv for kk, vv in v.items()} for k, v in (rep.get("towers") or {}).items()},
+                             "host_x86": {k: {"cosine_min": v.get("cosine_min"), "max_abs_over_std": v.get("max_abs_over_std")}
+                                          for k, v in ((checks["host"][name]["report"].get("towers")) or {}).items()}})
+    features = {cpu: next((d["cpu_features_detected"] for d in doc_runs if d["cpu"] == cpu and d["cpu_features_detected"]),
+                          None) for cpu in cpus}
+    doc = {"script": "benchmarks/arm_verify.py", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "qemu": qemu, "cpus": list(cpus), "threads": threads, "host": {"machine": platform.machine(),
+                                                                           "cpu": _host_cpu()},
+           "suite": f"Debian {SUITE} arm64", "source": checks["source"], "steps": steps.data,
+           "cpu_features_detected": features, "runs": doc_runs,
+           "all_hold": all(d["exit_code"] == 0 for d in doc_runs)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "arm_verify.json").write_text(json.dumps(doc, indent=1) + "\n")
+    f = lambda x, n=7: "-" if x is None else f"{x:.{n}f}"  # noqa: E731
+    lines = ["# ARM check: `mc2export verify` on MobileCLIP2-S0 bundles under emulated arm64 CPUs", "",
+             f"`benchmarks/arm_verify.py`, {doc['created']}: Debian {SUITE} arm64 root under {qemu} "
+             f"(user-mode, binfmt_misc), aarch64 wheels of torch / onnxruntime / executorch from PyPI; bundles "
+             f"exported on the x86 host ({doc['host']['cpu']}) from the fidelity kit's S0 weights; {threads} threads.",
+             "", "CPU features the emulated CPUs expose (numpy's runtime detection, from the auxiliary vector):", ""]
+    lines += [f"- `{cpu}`: {', '.join(feats or ['?'])}" for cpu, feats in features.items()]
+    lines += ["", "| CPU | format | precision | tower | cosine min (ARM) | max-abs / std (ARM) | cosine min (x86) | "
+              "tolerance (cos ≥) | verdict | run s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for cpu, fmt, prec, tower, cos, mas, hcos, tol, verdict, secs in rows:
+        lines.append(f"| {cpu} | {fmt} | {prec} | {tower} | {f(cos)} | {'-' if mas is None else f'{mas:.1e}'} | "
+                     f"{f(hcos)} | {tol} | {verdict} | {'-' if secs is None else f'{secs:.0f}'} |")
+    lines += ["", "Wall time of each step (seconds; a step reused from an earlier run keeps the time it took then):",
+              "", "| step | seconds | finished |", "|---|---|---|"]
+    lines += [f"| {k} | {v['seconds']:.0f} | {v.get('finished', '')} |" for k, v in steps.data.items()]
+    lines += ["", "| CPU | bundle | exit | wall s (incl. start-up under emulation) |", "|---|---|---|---|"]
+    lines += [f"| {d['cpu']} | {d['bundle']} | {d['exit_code']} | {d['wall_seconds']:.0f} |" for d in doc_runs]
+    lines += ["", "All hold." if doc["all_hold"] else "NOT all hold: see the rows above.", ""]
+    (out_dir / "arm_verify.md").write_text("\n".join(lines))
+    log(f"wrote {out_dir / 'arm_verify.md'} and arm_verify.json")
+
+
+def _host_cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
@@ -223,14 +397,30 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=Path("/work/arm64"), help="the arm64 root (outside the repo)")
     ap.add_argument("--steps", default="env,bundles,verify", help="env, bundles, verify (comma separated)")
     ap.add_argument("--redo", default="", help=f"environment steps to redo: {', '.join(ENV_STEPS)}")
+    ap.add_argument("--cpus", default="max,cortex-a76", help="QEMU_CPU values (qemu-aarch64-static -cpu help)")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the runtimes inside the root")
+    ap.add_argument("--fresh", action="store_true", help="rerun every verification (default: keep finished ones)")
+    ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("arm_verify: needs root (debootstrap, chroot, mount)")
     todo = set(args.steps.split(","))
     root = args.root.resolve()
     steps = Steps(root, set(filter(None, args.redo.split(","))))
+    cpus = [c for c in args.cpus.split(",") if c]
+    offered = qemu_cpus()
+    bad = [c for c in cpus if c not in offered]
+    if bad:
+        sys.exit(f"arm_verify: this qemu offers no CPU {', '.join(bad)}: choose from {', '.join(offered)}")
     if "env" in todo:
         build_env(root, steps)
+    if "verify" in todo or "bundles" in todo:
+        if "verify" not in todo:
+            export_bundles(root, steps)
+            return 0
+        checks = run_checks(root, steps, cpus, args.threads, args.fresh)
+        write_results(args.results, cpus, checks, steps, args.threads)
+        return 0 if all(r["exit_code"] == 0 for r in checks["runs"].values()) else 3
     return 0
 
 

@@ -99,6 +99,74 @@ def test_program_and_bundle(key, bundles):
     assert val["passed"]
     pred = val["towers"]["image"]["prediction"]
     assert pred.startswith("coremltools") if MAC else pred.startswith("skipped")
+    # fp32 (asked for explicitly: fp16 is the default) never reaches the Neural Engine, and config.json says so
+    assert cfg["precision"] == "fp32"
+    assert {t: m["compute_units"] for t, m in cfg["models"].items()} == {"image": ["cpu", "gpu"], "text": ["cpu", "gpu"]}
+    # verification vectors: the uint8 pixels a Core ML ImageType takes, the fp32 reference, checksummed
+    man = json.loads((folder / "verify" / "manifest.json").read_text())
+    assert man["tier"] == "fp32" and man["output_normalized"] is False
+    assert man["towers"]["image"]["inputs"] == {"file": "verify/image_inputs.u8", "dtype": "uint8",
+                                                "shape": [4, 256, 256, 3], "layout": "NHWC RGB"}
+    assert {f"verify/{n}" for n in ("manifest.json", "image_inputs.u8", "image_expected.f32", "text_tokens.i32",
+                                    "text_expected.f32")} <= set(cfg["files"])
+
+
+@pytest.mark.parametrize("key", ["s0"])
+def test_verify_on_linux_cannot_run_here(key, bundles, capsys):
+    """`mc2export verify` on a Core ML bundle: Core ML prediction on macOS; elsewhere exit 4, nothing passed."""
+    from mc2export.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["verify", str(bundles[key]), "-q"])
+    out, err = capsys.readouterr()
+    if MAC:
+        assert e.value.code == 0, err
+    else:
+        assert e.value.code == 4 and out == "" and "cannot run here (nothing was verified)" in err
+        assert "pass" not in err
+
+
+def test_default_precision_is_fp16_for_the_neural_engine(checkpoints, tmp_path, capsys):
+    """`mc2export coreml` without --precision: fp16 compute (the Neural Engine's), recorded with the compute
+    units it can use; the text tower stays overflow-free in fp16 (constants checked, activation headroom)."""
+    from mc2export.cli import main
+
+    out = tmp_path / "default"
+    with pytest.raises(SystemExit) as e:
+        main(["coreml", "--variant", "s0", "--checkpoint", str(checkpoints["s0"]), "--towers", "text", "--out",
+              str(out), "-q"])
+    stdout, err = capsys.readouterr()
+    assert e.value.code == 0, err
+    assert "Core ML compute units: cpu, gpu, neural_engine" in stdout and "never the Neural Engine" not in stdout
+    cfg = B.verify_bundle(out)
+    text = cfg["models"]["text"]
+    assert cfg["precision"] == "fp16" and text["compute_precision"] == "float16"
+    assert text["compute_units"] == ["cpu", "gpu", "neural_engine"]
+    val = json.loads((out / "validation.json").read_text())["towers"]["text"]
+    assert val["cosine_min"] >= 0.999 and val["finite"]
+    assert val["fp16_constants"]["passed"] and val["fp16_constants"]["with_nan"] == 0
+    assert val["activation_absmax_fp32"]["absmax"] < 65504 / 100  # two orders of magnitude of fp16 headroom
+    man = json.loads((out / "verify" / "manifest.json").read_text())
+    assert man["precision"] == "fp16" and man["tolerance"] == {"cosine_min": 0.999} and list(man["towers"]) == ["text"]
+    spec = C.read_spec(out / "text.mlpackage")
+    assert dict(spec.description.metadata.userDefined)["mc2export.precision"] == "fp16"
+
+
+def test_fp32_help_and_summary_say_cpu_gpu_only():
+    import typer
+
+    from mc2export.cli import app
+
+    assert E.default_precision("coreml") == "fp16" and E.default_precision("onnx") == "fp32"
+    opt = next(p for p in typer.main.get_command(app).commands["coreml"].params if p.name == "precision")
+    assert opt.default == "fp16"
+    assert "fp16 (default: CPU, GPU and Neural Engine)" in opt.help and "fp32 (CPU/GPU only" in opt.help
+    tower = {"files": ["image.mlpackage"], "cosine_min": 1.0, "max_abs_over_std": 1e-6, "prediction": "skipped: x",
+             "export_seconds": 1.0, "validate_seconds": 1.0, "compute_units": ["cpu", "gpu"]}
+    result = {"precision": "fp32", "towers": {"image": tower}, "files": {"image.mlpackage/x": {"bytes": 10}},
+              "out": "/b", "total_bytes": 10, "seconds": 2.0}
+    text = E.summary_table(result)
+    assert "Core ML compute units: cpu, gpu -- fp32 runs on the CPU/GPU only, never the Neural Engine" in text
 
 
 def test_int8_text_s0(checkpoints, tmp_path):

@@ -63,6 +63,12 @@ def test_golden_features_in_executorch(key, tower, bundle_of, reference):
     assert err <= TOL, f"{key} {tower}: max-abs {err:.2e} x std"
     cfg = B.verify_bundle(folder)
     assert cfg["runtime"] == "executorch" and set(cfg["models"]) == {tower}
+    # verification vectors of the one tower the bundle holds
+    files = "image_inputs.u8 image_expected.f32" if tower == "image" else "text_tokens.i32 text_expected.f32"
+    assert sorted(n for n in cfg["files"] if n.startswith("verify/")) == sorted(
+        ["verify/manifest.json"] + [f"verify/{f}" for f in files.split()])
+    man = json.loads((folder / "verify" / "manifest.json").read_text())
+    assert list(man["towers"]) == [tower] and man["tier"] == "fp32"
     io = cfg["models"][tower]["inputs"][0]
     assert io["dtype"] == ("float32" if tower == "image" else "int32")
     meta = X.read_metadata(folder / f"{tower}.pte")

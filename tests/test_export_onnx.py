@@ -49,7 +49,9 @@ def test_bundle_contents(key, bundles):
     cfg = B.verify_bundle(folder)  # every file listed with a matching sha256
     assert cfg["format"] == "mc2export-bundle" and cfg["runtime"] == "onnx"
     assert cfg["variant"] == CASES[key][1] and cfg["output_normalized"] is False
-    assert set(cfg["files"]) == {"image.onnx", "text.onnx", "vocab.json", "merges.txt", "validation.json"}
+    assert set(cfg["files"]) == {"image.onnx", "text.onnx", "vocab.json", "merges.txt", "validation.json",
+                                 "verify/manifest.json", "verify/image_inputs.u8", "verify/image_expected.f32",
+                                 "verify/text_tokens.i32", "verify/text_expected.f32"}
     assert not list(folder.glob("*.data")), "small models must be single files"
     assert cfg["weights"]["source"] == "checkpoint" and cfg["weights"]["random_weights"] is False
     assert cfg["preprocess"]["mean"] == [0.0, 0.0, 0.0] and cfg["context_length"] == 77
@@ -74,6 +76,44 @@ def test_bundle_contents(key, bundles):
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [O.OPSET]
     argmax = [n for n in model.graph.node if n.op_type == "ArgMax"]
     assert len(argmax) == 1 and argmax[0].input[0] == "tokens", "EOT pooling must argmax the int32 ids"
+
+
+def test_verification_vectors_hold_the_folded_models_outputs(bundles, checkpoints):
+    """verify/: the probe rows exactly as the models take them and the folded fp32 model's embeddings for them,
+    raw little-endian arrays as the manifest describes, well under 2 MB for S0."""
+    import torch
+
+    import mc2export
+    from mc2export.export import validate as V
+    from mc2export.export import vectors
+    from mc2export.export.wrappers import build_wrappers
+
+    folder = bundles["s0"]
+    cfg = B.verify_bundle(folder)
+    assert sum(f["bytes"] for n, f in cfg["files"].items() if n.startswith("verify/")) < 0.9e6
+    man = vectors.read(folder)
+    assert man["version"] == 1 and man["byte_order"] == "little" and man["reference"] == "folded PyTorch model, fp32"
+    assert man["precision"] == man["tier"] == "fp32" and man["tolerance"] == {"cosine_min": 0.99999,
+                                                                              "max_abs_over_std": 1e-4}
+    assert man["embed_dim"] == 512 and man["output_normalized"] is False
+    img, txt = man["towers"]["image"], man["towers"]["text"]
+    assert img["probe_rows"] == [0, 5, 10, 15] and txt["probe_rows"] == [0, 8, 17, 18, 19, 20]
+    texts = txt["texts"]
+    assert texts[0] == "a photo of a red circle." and texts[2] == "" and "<end_of_text>" in texts[4]
+    assert len(mc2export.tokenize(texts[3])[0].nonzero()) == 77 and not texts[5].isascii()
+    u8 = img["inputs"]["array"]
+    assert u8.shape == (4, 256, 256, 3) and np.array_equal(u8, V.probe_images(mc2export.get_card("s0"))[0][[0, 5, 10, 15]])
+    tokens = txt["inputs"]["array"]
+    assert np.array_equal(tokens, mc2export.tokenize(texts).numpy()) and tokens.dtype == np.int32
+    model = mc2export.create_model("s0", checkpoint=checkpoints["s0"], fold=True)
+    ref = build_wrappers(model, ["image", "text"], normalize=False)
+    with torch.no_grad():
+        for tower, x in (("image", vectors.model_input("image", u8)), ("text", tokens)):
+            want = ref[tower](torch.from_numpy(x)).numpy()
+            got = man["towers"][tower]["expected"]["array"]
+            assert got.dtype == np.float32 and np.abs(got - want).max() <= 1e-5 * want.std(), tower
+    raw = (folder / "verify" / "text_tokens.i32").read_bytes()  # headerless little-endian int32
+    assert len(raw) == 6 * 77 * 4 and int.from_bytes(raw[:4], "little") == 49406
 
 
 def test_int8_text_s0(checkpoints, tmp_path):
