@@ -99,9 +99,9 @@ class Steps:
         log(f"{name}: {dt:.0f} s")
 
 
-def run(cmd, **kw) -> subprocess.CompletedProcess:
+def run(cmd, check: bool = True, **kw) -> subprocess.CompletedProcess:
     log("$ " + " ".join(map(str, cmd)))
-    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+    return subprocess.run([str(c) for c in cmd], check=check, **kw)
 
 
 def qemu_version() -> str:

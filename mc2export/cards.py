@@ -14,11 +14,11 @@ Card = Dict[str, Any]
 
 def _cards_dir():
     # A source checkout (or editable install) reads the top-level models/ folder; a wheel ships it as
-    # the package mc2export.cards.
+    # the package mc2export.model_cards (not mc2export.cards: a package of that name would shadow this module)
     here = Path(__file__).resolve().parent.parent / "models"
     if here.is_dir() and any(here.glob("*.json")):
         return here
-    return resources.files("mc2export.cards")
+    return resources.files("mc2export.model_cards")
 
 
 @lru_cache(maxsize=1)

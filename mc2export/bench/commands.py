@@ -11,6 +11,7 @@ import typer
 from ..errors import UserError
 
 DEVICES = ("host", "android", "ios")
+ThreadsOpt = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all CPUs this process may use).")
 
 
 def register(app: typer.Typer, command) -> None:
@@ -20,8 +21,7 @@ def register(app: typer.Typer, command) -> None:
               runtime: Optional[List[str]] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, "
                                                           "coreml (macOS), torch, torch-unfolded; repeatable. "
                                                           "Default: the bundle's own format's runtime."),
-              threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all "
-                                                    "CPUs this process may use)."),
+              threads: Optional[int] = ThreadsOpt,
               compute_units: Optional[str] = typer.Option(None, "--compute-units", help="Core ML: all, cpu-ne, "
                                                           "cpu-gpu, cpu (default all)."),
               mode: str = typer.Option("quick", "--mode", "-m", help="quick (>=20 calls and >=2 s, p50), modelbench "
@@ -139,8 +139,7 @@ def register(app: typer.Typer, command) -> None:
                runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, coreml "
                                                      "(macOS) or another runtime that runs the bundle's files. "
                                                      "Default: the bundle's own format's runtime."),
-               threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all "
-                                                     "CPUs this process may use)."),
+               threads: Optional[int] = ThreadsOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (figures per tower and "
                                                        "row, runtime, device) to this file."),
                quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines.")):
