@@ -132,10 +132,14 @@ def ensure_binfmt() -> None:
 
 @contextlib.contextmanager
 def mounted(root: Path):
-    """/proc and /dev inside the root while commands run there (python, pip and torch read them)."""
+    """/proc, /sys and /dev inside the root while commands run there. cpuinfo (in ONNX Runtime, XNNPACK,
+    PyTorch) needs /sys/devices/system/cpu to initialize: without it ORT warns of "undetected CPU features"
+    and picks its kernels blind. The ISA features themselves come from the auxiliary vector (AT_HWCAP),
+    which qemu sets for the emulated CPU; /proc/cpuinfo still describes the x86 host under qemu-user 7.2."""
     mounts = []
     try:
-        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("/dev", "dev", ["--bind"])):
+        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("/sys", "sys", ["--bind"]),
+                               ("/dev", "dev", ["--bind"])):
             target = root / dst
             target.mkdir(exist_ok=True)
             if subprocess.run(["mountpoint", "-q", str(target)]).returncode != 0:
