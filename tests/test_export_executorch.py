@@ -177,6 +177,7 @@ def test_coreml_delegate_mct_text(checkpoints, reference, tmp_path):
                           normalize=False, delegate="coreml")
     cfg = B.verify_bundle(out)
     assert cfg["models"]["text"]["delegate"] == "CoreML" and cfg["models"]["text"]["compute_precision"] == "float32"
+    assert cfg["models"]["text"]["compute_units"] == ["cpu", "gpu"]  # fp32: never the Neural Engine
     val = json.loads((out / "validation.json").read_text())["towers"]["text"]
     assert val["delegated_partitions"] == 1 and val["io"]["inputs"][0] == {"name": "tokens", "dtype": "int32",
                                                                             "shape": [1, 77]}
@@ -185,6 +186,12 @@ def test_coreml_delegate_mct_text(checkpoints, reference, tmp_path):
         assert val["emulation"]["weights_read_back"]["elements_fraction"] >= 0.999
     assert X.read_metadata(out / "text.pte")["mc2export.tower"] == "text"
     assert val["cosine_min"] >= 0.99999 and val["max_abs_over_std"] <= 1e-4
+    if sys.platform != "darwin":  # `mc2export verify`: the Core ML delegate cannot run here (exit 4)
+        from mc2export.cli import main
+
+        with pytest.raises(SystemExit) as e:
+            main(["verify", str(out), "-q"])
+        assert e.value.code == 4
 
 
 @pytest.mark.slow
