@@ -351,11 +351,11 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int)
                              "status": rep.get("status"), "tolerance": rep.get("tolerance"),
                              "cpu_features_detected": (rep.get("device") or {}).get("cpu_features_detected"),
                              "arch": (rep.get("device") or {}).get("arch"), "runtime": rep.get("runtime"),
-                             "towers": {k: {kk: vv for kk, vv in v.items()} for k, v in (rep.get("towers") or {}).items()},
-                             "host_x86": {k: {"cosine_min": v.get("cosine_min"), "max_abs_over_std": v.get("max_abs_over_std")}
-                                          for k, v in ((checks["host"][name]["report"].get("towers")) or {}).items()}})
-    features = {cpu: next((d["cpu_features_detected"] for d in doc_runs if d["cpu"] == cpu and d["cpu_features_detected"]),
-                          None) for cpu in cpus}
+                             "towers": rep.get("towers") or {},
+                             "host_x86": {k: {f: v.get(f) for f in ("cosine_min", "max_abs_over_std")}
+                                          for k, v in (host.get("towers") or {}).items()}})
+    features = {cpu: next((d["cpu_features_detected"] for d in doc_runs
+                           if d["cpu"] == cpu and d["cpu_features_detected"]), None) for cpu in cpus}
     doc = {"script": "benchmarks/arm_verify.py", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "qemu": qemu, "cpus": list(cpus), "threads": threads, "host": {"machine": platform.machine(),
                                                                            "cpu": _host_cpu()},
