@@ -130,16 +130,29 @@ def ensure_binfmt() -> None:
                  "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-aarch64)")
 
 
+def cpu_sysfs(root: Path) -> None:
+    """A minimal /sys/devices/system/cpu in the root (possible / present / online, one folder per CPU).
+
+    cpuinfo (inside ONNX Runtime, XNNPACK, PyTorch) needs it to initialize; without it ORT warns of
+    "undetected CPU features" and picks its kernels blind. The host's own /sys cannot be bound in: with it
+    (and the x86 /proc/cpuinfo that qemu-user 7.2 shows an arm64 process) cpuinfo crashes the process
+    (SIGSEGV on `import onnxruntime`). The ISA features come from the auxiliary vector (AT_HWCAP), which qemu
+    sets for the emulated CPU; there is no MIDR, so cpuinfo knows the features but not the core's name."""
+    cpu = root / "sys" / "devices" / "system" / "cpu"
+    n = len(re.findall(r"^processor\s*:", Path("/proc/cpuinfo").read_text(), re.M)) or os.cpu_count() or 1
+    for i in range(n):
+        (cpu / f"cpu{i}").mkdir(parents=True, exist_ok=True)
+    for name in ("possible", "present", "online"):
+        (cpu / name).write_text(f"0-{n - 1}\n" if n > 1 else "0\n")
+
+
 @contextlib.contextmanager
 def mounted(root: Path):
-    """/proc, /sys and /dev inside the root while commands run there. cpuinfo (in ONNX Runtime, XNNPACK,
-    PyTorch) needs /sys/devices/system/cpu to initialize: without it ORT warns of "undetected CPU features"
-    and picks its kernels blind. The ISA features themselves come from the auxiliary vector (AT_HWCAP),
-    which qemu sets for the emulated CPU; /proc/cpuinfo still describes the x86 host under qemu-user 7.2."""
+    """/proc and /dev inside the root while commands run there (python, pip and the runtimes read them)."""
+    cpu_sysfs(root)
     mounts = []
     try:
-        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("/sys", "sys", ["--bind"]),
-                               ("/dev", "dev", ["--bind"])):
+        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("/dev", "dev", ["--bind"])):
             target = root / dst
             target.mkdir(exist_ok=True)
             if subprocess.run(["mountpoint", "-q", str(target)]).returncode != 0:
@@ -324,7 +337,8 @@ def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool) -> dic
                 log(f"verify {name} under QEMU_CPU={cpu} ...")
                 r = verify_in_root(root, name, cpu, threads, results)
                 log(f"verify {name} under QEMU_CPU={cpu}: exit {r['exit_code']} in {r['wall_seconds']:.0f} s")
-                done.write_text(json.dumps(r))
+                if r["exit_code"] in (0, 3, 4):  # a crash (a signal) is not kept: the next run retries it
+                    done.write_text(json.dumps(r))
                 runs[cpu, name] = r
     host = {name: verify_on_host(bundles, name) for name in (bundle_name(f, p) for f, p in BUNDLES)}
     return {"runs": runs, "host": host, "source": stamp}
