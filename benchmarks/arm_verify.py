@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = "bookworm"
@@ -104,14 +105,59 @@ def run(cmd, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], check=check, **kw)
 
 
-def qemu_version() -> str:
-    out = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout
+def qemu_version(qemu: str = "qemu-aarch64-static") -> str:
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0].strip() if out else "unknown"
 
 
-def qemu_cpus() -> list:
-    out = subprocess.run(["qemu-aarch64-static", "-cpu", "help"], capture_output=True, text=True).stdout
+def qemu_cpus(qemu: str = "qemu-aarch64-static") -> list:
+    out = subprocess.run([qemu, "-cpu", "help"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+
+
+# The emulator that runs the check. "system": the binfmt_misc one (bookworm's qemu-user-static 7.2). It
+# mis-emulates an SVE instruction sequence of ONNX Runtime's fused int8 path (DynamicQuantizeMatMul): under
+# QEMU_CPU=max a single quantized MatMul comes out at cosine 0.33 against x86, exact with max,sve=off and
+# with qemu 10.0 (found by this script; benchmarks/results/arm_verify_qemu7.md). "trixie" (the default):
+# qemu-user 10.0 from Debian trixie, fetched with apt-get download and unpacked into the root.
+QEMU_SUITE = "trixie"
+
+
+def trixie_qemu(root: Path) -> Path:
+    """qemu-aarch64 of Debian trixie's qemu-user (a static binary), unpacked into ROOT/usr/local/bin."""
+    dest = root / "usr" / "local" / "bin" / f"qemu-aarch64-{QEMU_SUITE}"
+    if dest.is_file():
+        return dest
+    with tempfile.TemporaryDirectory(prefix="mc2export-qemu-") as d:
+        d = Path(d)
+        (d / "parts").mkdir()
+        (d / "parts" / f"{QEMU_SUITE}.sources").write_text(
+            f"Types: deb\nURIs: {MIRROR}\nSuites: {QEMU_SUITE}\nComponents: main\n"
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+        opts = ["-o", "Dir::Etc::sourcelist=/dev/null", "-o", f"Dir::Etc::sourceparts={d / 'parts'}",
+                "-o", f"Dir::State::Lists={d / 'lists'}", "-o", f"Dir::Cache={d / 'cache'}"]
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (d / sub).mkdir(parents=True)
+        run(["apt-get", *opts, "update", "-qq"])
+        run(["apt-get", *opts, "download", "qemu-user"], cwd=d)
+        deb = next(d.glob("qemu-user_*.deb"))
+        run(["dpkg-deb", "-x", deb, d / "x"])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(d / "x" / "usr" / "bin" / "qemu-aarch64", dest)
+    return dest
+
+
+def resolve_qemu(root: Path, choice: str) -> Optional[Path]:
+    """None for the system (binfmt) emulator, else the path of the emulator inside the root."""
+    if choice == "system":
+        return None
+    if choice == QEMU_SUITE:
+        return trixie_qemu(root)
+    path = Path(choice).resolve()
+    dest = root / "usr" / "local" / "bin" / path.name
+    if not dest.is_file() or dest.read_bytes() != path.read_bytes():
+        shutil.copy2(path, dest)
+    return dest
 
 
 def ensure_binfmt() -> None:
@@ -164,9 +210,17 @@ def mounted(root: Path):
             subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-def in_root(root: Path, cmd, env=None, **kw) -> subprocess.CompletedProcess:
+def in_root(root: Path, cmd, env=None, qemu: Optional[Path] = None, cpu: Optional[str] = None,
+            **kw) -> subprocess.CompletedProcess:
+    """``cmd`` inside the root, with a clean environment. Through binfmt_misc (``QEMU_CPU`` selects the CPU),
+    or, with ``qemu`` (a static x86 binary inside the root), started by that emulator directly: then ``cmd[0]``
+    must be the absolute path of an arm64 binary (its own exec calls would go back to binfmt_misc)."""
     e = dict(CHROOT_ENV, **(env or {}))
-    return run(["chroot", root, "/usr/bin/env", "-i", *[f"{k}={v}" for k, v in e.items()], *cmd], **kw)
+    if qemu is None:
+        e.update({"QEMU_CPU": cpu} if cpu else {})
+        return run(["chroot", root, "/usr/bin/env", "-i", *[f"{k}={v}" for k, v in e.items()], *cmd], **kw)
+    inside = "/" + qemu.relative_to(root).as_posix()
+    return run(["chroot", root, inside, *(["-cpu", cpu] if cpu else []), *cmd], env=e, **kw)
 
 
 def build_env(root: Path, steps: Steps) -> None:
@@ -295,14 +349,15 @@ def export_bundles(root: Path, steps: Steps) -> Path:
     return out
 
 
-def verify_in_root(root: Path, name: str, cpu: str, threads: int, results: Path) -> dict:
-    """``mc2export verify`` on one bundle inside the root under ``QEMU_CPU=cpu``; the report plus wall time."""
+def verify_in_root(root: Path, name: str, cpu: str, threads: int, results: Path, qemu: Optional[Path]) -> dict:
+    """``mc2export verify`` on one bundle inside the root on the emulated ``cpu``; the report plus wall time."""
     dest = results / cpu / f"{name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     inside = "/" + dest.relative_to(root).as_posix()
     t0 = time.monotonic()
-    proc = in_root(root, ["mc2export", "verify", f"/opt/bundles/{name}", "--threads", str(threads), "--json", inside,
-                          "-q"], env={"QEMU_CPU": cpu}, check=False, capture_output=True, text=True)
+    proc = in_root(root, ["/opt/venv/bin/python3", "-m", "mc2export.cli", "verify", f"/opt/bundles/{name}",
+                          "--threads", str(threads), "--json", inside, "-q"], qemu=qemu, cpu=cpu, check=False,
+                   capture_output=True, text=True)
     seconds = round(time.monotonic() - t0, 1)
     report = json.loads(dest.read_text()) if dest.is_file() else {}
     sys.stderr.write(proc.stdout + proc.stderr)
@@ -319,10 +374,11 @@ def verify_on_host(bundles: Path, name: str) -> dict:
     return {"exit_code": proc.returncode, "report": report}
 
 
-def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool) -> dict:
+def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool, qemu: Optional[Path]) -> dict:
     bundles = export_bundles(root, steps)
     stamp = source_stamp()
-    results = root / "opt" / "results" / stamp
+    emulator = qemu_version(str(qemu) if qemu else "qemu-aarch64-static")
+    results = root / "opt" / "results" / stamp / re.sub(r"[^0-9A-Za-z.]+", "-", emulator.split("(")[0].strip())
     if fresh and results.exists():
         shutil.rmtree(results)
     runs = {}
@@ -334,18 +390,18 @@ def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool) -> dic
                 if done.is_file():
                     runs[cpu, name] = json.loads(done.read_text())
                     continue
-                log(f"verify {name} under QEMU_CPU={cpu} ...")
-                r = verify_in_root(root, name, cpu, threads, results)
-                log(f"verify {name} under QEMU_CPU={cpu}: exit {r['exit_code']} in {r['wall_seconds']:.0f} s")
+                log(f"verify {name} on the emulated {cpu} ...")
+                r = verify_in_root(root, name, cpu, threads, results, qemu)
+                log(f"verify {name} on the emulated {cpu}: exit {r['exit_code']} in {r['wall_seconds']:.0f} s")
                 if r["exit_code"] in (0, 3, 4):  # a crash (a signal) is not kept: the next run retries it
                     done.write_text(json.dumps(r))
                 runs[cpu, name] = r
     host = {name: verify_on_host(bundles, name) for name in (bundle_name(f, p) for f, p in BUNDLES)}
-    return {"runs": runs, "host": host, "source": stamp}
+    return {"runs": runs, "host": host, "source": stamp, "qemu": emulator}
 
 
-def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int) -> None:
-    qemu = qemu_version()
+def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int, stem: str = "arm_verify") -> None:
+    qemu = checks["qemu"]
     rows, doc_runs = [], []
     for cpu in cpus:
         for fmt, prec in BUNDLES:
@@ -377,7 +433,7 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int)
            "cpu_features_detected": features, "runs": doc_runs,
            "all_hold": all(d["exit_code"] == 0 for d in doc_runs)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "arm_verify.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out_dir / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     f = lambda x, n=7: "-" if x is None else f"{x:.{n}f}"  # noqa: E731
     lines = ["# ARM check: `mc2export verify` on MobileCLIP2-S0 bundles under emulated arm64 CPUs", "",
              f"`benchmarks/arm_verify.py`, {doc['created']}: Debian {SUITE} arm64 root under {qemu} "
@@ -396,8 +452,8 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int)
     lines += ["", "| CPU | bundle | exit | wall s (incl. start-up under emulation) |", "|---|---|---|---|"]
     lines += [f"| {d['cpu']} | {d['bundle']} | {d['exit_code']} | {d['wall_seconds']:.0f} |" for d in doc_runs]
     lines += ["", "All hold." if doc["all_hold"] else "NOT all hold: see the rows above.", ""]
-    (out_dir / "arm_verify.md").write_text("\n".join(lines))
-    log(f"wrote {out_dir / 'arm_verify.md'} and arm_verify.json")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines))
+    log(f"wrote {out_dir / stem}.md and {stem}.json")
 
 
 def _host_cpu() -> str:
@@ -418,26 +474,31 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", default="max,cortex-a76", help="QEMU_CPU values (qemu-aarch64-static -cpu help)")
     ap.add_argument("--threads", type=int, default=2, help="threads of the runtimes inside the root")
     ap.add_argument("--fresh", action="store_true", help="rerun every verification (default: keep finished ones)")
+    ap.add_argument("--qemu", default=QEMU_SUITE, help=f"the emulator: {QEMU_SUITE} (Debian {QEMU_SUITE}'s qemu-user, "
+                    "fetched into the root), system (binfmt_misc: bookworm's qemu-user-static) or a path to a static "
+                    "qemu-aarch64")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--name", default="arm_verify", help="results file names: NAME.md, NAME.json")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("arm_verify: needs root (debootstrap, chroot, mount)")
     todo = set(args.steps.split(","))
     root = args.root.resolve()
     steps = Steps(root, set(filter(None, args.redo.split(","))))
-    cpus = [c for c in args.cpus.split(",") if c]
-    offered = qemu_cpus()
-    bad = [c for c in cpus if c not in offered]
-    if bad:
-        sys.exit(f"arm_verify: this qemu offers no CPU {', '.join(bad)}: choose from {', '.join(offered)}")
+    cpus = [c for c in args.cpus.split(";" if ";" in args.cpus else ",") if c]  # ';' when a CPU has properties
     if "env" in todo:
         build_env(root, steps)
     if "verify" in todo or "bundles" in todo:
         if "verify" not in todo:
             export_bundles(root, steps)
             return 0
-        checks = run_checks(root, steps, cpus, args.threads, args.fresh)
-        write_results(args.results, cpus, checks, steps, args.threads)
+        qemu = resolve_qemu(root, args.qemu)
+        offered = qemu_cpus(str(qemu) if qemu else "qemu-aarch64-static")
+        bad = [c for c in cpus if c.split(",")[0] not in offered]
+        if bad:
+            sys.exit(f"arm_verify: this qemu offers no CPU {', '.join(bad)}: choose from {', '.join(offered)}")
+        checks = run_checks(root, steps, cpus, args.threads, args.fresh, qemu)
+        write_results(args.results, cpus, checks, steps, args.threads, args.name)
         return 0 if all(r["exit_code"] == 0 for r in checks["runs"].values()) else 3
     return 0
 

@@ -29,14 +29,12 @@ def _report(cos, verdict="passed"):
                        for t in ("image", "text")}}
 
 
-def test_results_files(tmp_path, monkeypatch):
-    if not A.shutil.which("qemu-aarch64-static"):
-        monkeypatch.setattr(A, "qemu_version", lambda: "qemu-aarch64 version 7.2")
+def test_results_files(tmp_path):
     cpus = ["max", "cortex-a76"]
     names = [A.bundle_name(f, p) for f, p in A.BUNDLES]
     runs = {(c, n): {"exit_code": 0, "wall_seconds": 300.0, "report": _report(0.99998)} for c in cpus for n in names}
     runs["cortex-a76", names[4]] = {"exit_code": 3, "wall_seconds": 310.0, "report": _report(0.98, "failed")}
-    checks = {"runs": runs, "host": {n: {"exit_code": 0, "report": _report(0.9999999)} for n in names},
+    checks = {"runs": runs, "host": {n: {"exit_code": 0, "report": _report(0.9999999)} for n in names}, "qemu": "qemu 10",
               "source": "abc"}
     steps = A.Steps(tmp_path / "root", set())
     steps.data = {"debootstrap": {"seconds": 23.0, "finished": "x"}}
@@ -45,4 +43,4 @@ def test_results_files(tmp_path, monkeypatch):
     assert len(doc["runs"]) == 12 and doc["all_hold"] is False and doc["cpu_features_detected"]["max"]
     md = (tmp_path / "out" / "arm_verify.md").read_text()
     assert md.count("| cortex-a76 | executorch | fp16 | image | 0.9800000 |") == 1
-    assert "| debootstrap | 23 |" in md and "NOT all hold" in md
+    assert "| debootstrap | 23 |" in md and "NOT all hold" in md and "qemu 10" in md
