@@ -5,21 +5,31 @@ Builds a Debian bookworm arm64 root under user-mode emulation (``qemu-user-stati
 ``pip download --platform manylinux_2_28_aarch64 --only-binary=:all:``, installed offline in the root) and
 this checkout of mc2export, exports the S0 bundles ONNX and ExecuTorch x fp32/fp16/int8 on the host (from the
 fidelity kit's S0 checkpoint, so the vectors carry real-weight statistics), then runs ``mc2export verify`` on
-each of them inside the root under every ``--cpus`` entry (``QEMU_CPU``: ``max`` has SVE/i8mm/bf16;
-``cortex-a76`` is a phone-class core with native fp16 arithmetic and dot-product).
+each of them inside the root under every ``--cpus`` entry: ``max`` (SVE/SVE2, i8mm, bf16, fp16 arithmetic)
+and ``cortex-a76`` (a phone-class core: native fp16 arithmetic and dot-product, no SVE / i8mm).
 
-Slow and out of CI: on the 2-core host of this project the root takes ~1 min (first stage) + ~8 min (second
-stage, emulated), the wheel install ~8 min, each S0 tower inference ~25 s emulated; the written results
-record the wall time of every step. Resumable: every finished step leaves a marker in the root and is not
-redone (``--redo STEP`` forces one); the bundles are reused when present.
+The emulator (``--qemu``): by default Debian trixie's qemu-user 10.0 (fetched with ``apt-get download`` and
+unpacked into the root). Bookworm's qemu-user-static 7.2 (``--qemu system``, binfmt_misc) mis-emulates
+SVE code of ONNX Runtime's fused int8 MatMul: under ``max`` one quantized MatMul came out at cosine 0.33
+against x86, exact with ``max,sve=off`` and under qemu 10.0 (see ``benchmarks/results/arm_verify_qemu7.md``).
+An emulator is a model of the CPU, not the CPU: a disagreement here is a lead to confirm on hardware.
+
+Slow and out of CI. On the 2-core shared host of this project: debootstrap 23 s (first stage) + 407 s
+(second stage, emulated), wheel download ~2 min (2.9 GB: PyPI's aarch64 torch needs its CUDA wheels to
+import), wheel install 21 min (emulated pip), the six bundles 15 min, then 2-6 min per bundle and CPU (one S0
+tower inference takes 10-40 s emulated): ~2.5 h in all the first time, ~1 h for a rerun of the check. The
+results record the wall time of every step. Resumable: every finished step leaves a marker in the root and is
+not redone (``--redo STEP`` forces one); the root's mc2export and the bundles are redone when the package
+sources change; finished verifications are kept per source state and emulator (``--fresh`` reruns them).
 
 Needs root (debootstrap, chroot, mounts) and ``apt-get install qemu-user-static binfmt-support debootstrap``.
 
-    nice -n 15 python benchmarks/arm_verify.py                      # everything, ~1.5-2 h the first time
+    nice -n 15 python benchmarks/arm_verify.py                      # everything, ~2.5 h the first time
     nice -n 15 python benchmarks/arm_verify.py --steps env          # only build the root (resumable)
     python benchmarks/arm_verify.py --steps verify --cpus cortex-a76 # rerun the check on a built root
+    python benchmarks/arm_verify.py --steps verify --qemu system --name arm_verify_qemu7   # bookworm's qemu
 
-Results: ``benchmarks/results/arm_verify.{md,json}``.
+Results: ``benchmarks/results/arm_verify.{md,json}`` (``--name``).
 """
 from __future__ import annotations
 
@@ -397,7 +407,8 @@ def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool, qemu: 
                     done.write_text(json.dumps(r))
                 runs[cpu, name] = r
     host = {name: verify_on_host(bundles, name) for name in (bundle_name(f, p) for f, p in BUNDLES)}
-    return {"runs": runs, "host": host, "source": stamp, "qemu": emulator}
+    return {"runs": runs, "host": host, "source": stamp, "qemu": emulator,
+            "started_by": "binfmt_misc" if qemu is None else "the emulator run directly inside the chroot"}
 
 
 def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int, stem: str = "arm_verify") -> None:
@@ -437,9 +448,11 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int,
     f = lambda x, n=7: "-" if x is None else f"{x:.{n}f}"  # noqa: E731
     lines = ["# ARM check: `mc2export verify` on MobileCLIP2-S0 bundles under emulated arm64 CPUs", "",
              f"`benchmarks/arm_verify.py`, {doc['created']}: Debian {SUITE} arm64 root under {qemu} "
-             f"(user-mode, binfmt_misc), aarch64 wheels of torch / onnxruntime / executorch from PyPI; bundles "
-             f"exported on the x86 host ({doc['host']['cpu']}) from the fidelity kit's S0 weights; {threads} threads.",
-             "", "CPU features the emulated CPUs expose (numpy's runtime detection, from the auxiliary vector):", ""]
+             f"(user mode, {checks.get('started_by', 'binfmt_misc')}), aarch64 wheels of torch / onnxruntime / "
+             f"executorch from PyPI; bundles exported on the x86 host ({doc['host']['cpu']}) from the fidelity kit's "
+             f"S0 weights; {threads} threads. `cosine min (x86)`: `mc2export verify` of the same bundle on the host.",
+             "", "CPU features the emulated CPUs expose (numpy's runtime detection, from the auxiliary vector; numpy "
+             "names no SVE2 / i8mm / bf16, which `max` also has):", ""]
     lines += [f"- `{cpu}`: {', '.join(feats or ['?'])}" for cpu, feats in features.items()]
     lines += ["", "| CPU | format | precision | tower | cosine min (ARM) | max-abs / std (ARM) | cosine min (x86) | "
               "tolerance (cos ≥) | verdict | run s |", "|---|---|---|---|---|---|---|---|---|---|"]
