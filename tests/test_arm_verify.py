@@ -34,8 +34,8 @@ def test_results_files(tmp_path):
     names = [A.bundle_name(f, p) for f, p in A.BUNDLES]
     runs = {(c, n): {"exit_code": 0, "wall_seconds": 300.0, "report": _report(0.99998)} for c in cpus for n in names}
     runs["cortex-a76", names[4]] = {"exit_code": 3, "wall_seconds": 310.0, "report": _report(0.98, "failed")}
-    checks = {"runs": runs, "host": {n: {"exit_code": 0, "report": _report(0.9999999)} for n in names}, "qemu": "qemu 10",
-              "source": "abc"}
+    checks = {"runs": runs, "host": {n: {"exit_code": 0, "report": _report(0.9999999)} for n in names},
+              "qemu": "qemu 10", "source": "abc"}
     steps = A.Steps(tmp_path / "root", set())
     steps.data = {"debootstrap": {"seconds": 23.0, "finished": "x"}}
     A.write_results(tmp_path / "out", cpus, checks, steps, threads=2)
