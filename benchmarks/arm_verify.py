@@ -440,7 +440,7 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int,
     doc = {"script": "benchmarks/arm_verify.py", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "qemu": qemu, "cpus": list(cpus), "threads": threads, "host": {"machine": platform.machine(),
                                                                            "cpu": _host_cpu()},
-           "suite": f"Debian {SUITE} arm64", "source": checks["source"], "steps": steps.data,
+           "suite": f"Debian {SUITE} arm64", "source": checks["source"], "commit": _commit(), "steps": steps.data,
            "cpu_features_detected": features, "runs": doc_runs,
            "all_hold": all(d["exit_code"] == 0 for d in doc_runs)}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -450,7 +450,8 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int,
              f"`benchmarks/arm_verify.py`, {doc['created']}: Debian {SUITE} arm64 root under {qemu} "
              f"(user mode, {checks.get('started_by', 'binfmt_misc')}), aarch64 wheels of torch / onnxruntime / "
              f"executorch from PyPI; bundles exported on the x86 host ({doc['host']['cpu']}) from the fidelity kit's "
-             f"S0 weights; {threads} threads. `cosine min (x86)`: `mc2export verify` of the same bundle on the host.",
+             f"S0 weights; {threads} threads; package sources {doc['source']} (commit {doc['commit']}). "
+             "`cosine min (x86)`: `mc2export verify` of the same bundle on the host.",
              "", "CPU features the emulated CPUs expose (numpy's runtime detection, from the auxiliary vector; numpy "
              "names no SVE2 / i8mm / bf16, which `max` also has):", ""]
     lines += [f"- `{cpu}`: {', '.join(feats or ['?'])}" for cpu, feats in features.items()]
@@ -467,6 +468,12 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int,
     lines += ["", "All hold." if doc["all_hold"] else "NOT all hold: see the rows above.", ""]
     (out_dir / f"{stem}.md").write_text("\n".join(lines))
     log(f"wrote {out_dir / stem}.md and {stem}.json")
+
+
+def _commit() -> str:
+    """HEAD of this checkout (the results' ``source`` hash says which package sources ran)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 def _host_cpu() -> str:
