@@ -2,7 +2,8 @@
 
 Progress goes to stderr, the closing summary table to stdout. Exit codes: 0 done; 2 bad input
 (``UserError``, one line, nothing written); 3 the exported model failed validation (the figures and
-tolerance are printed, nothing written); 130 interrupted (nothing written).
+tolerance are printed, nothing written); 130 / 143 interrupted by SIGINT / SIGTERM (nothing written: the
+one interruption path of :mod:`mc2export.signals`, taken by cli.py's ``command``).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def _make(fmt: str, command):
         towers: str = typer.Option("image,text", "--towers", help="Towers to export: image, text or image,text."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default: "
                                                                     "./<variant>-<format>-<precision>)."),
-        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+        force: bool = typer.Option(False, "--force", help="Replace --out when it holds an mc2export bundle "
+                                                              "(anything else is refused)."),
         batch: int = typer.Option(1, "--batch", help="Fixed batch size of the exported models."),
         normalize: bool = typer.Option(True, "--normalize/--no-normalize",
                                        help="L2-normalize the output embeddings inside the models (default: yes)."),
@@ -48,10 +50,12 @@ def _make(fmt: str, command):
                                                help="ExecuTorch backend: xnnpack (default; CPU, Android and iOS) or "
                                                     "coreml (Core ML inside the .pte; iOS/macOS, fp32/fp16)."),
     ) -> None:
+        from .. import signals
         from . import export_bundle, summary_table
         from .validate import ValidationError
 
         def log(msg: str) -> None:
+            signals.check()  # between steps: an interrupt a toolchain swallowed stops the export here
             if not quiet:
                 typer.echo(msg, err=True)
 
@@ -62,9 +66,6 @@ def _make(fmt: str, command):
         except ValidationError as e:
             typer.echo(f"export failed validation (nothing was written): {e}", err=True)
             raise typer.Exit(3)
-        except KeyboardInterrupt:  # click would turn it into "Aborted!" / exit 1
-            typer.echo("interrupted: nothing was written", err=True)
-            raise typer.Exit(130)
         typer.echo(summary_table(result))
 
     run.__name__ = f"export_{fmt}"
