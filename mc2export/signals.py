@@ -48,10 +48,11 @@ def handled() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _received = None
 
 
 def received() -> Optional[int]:
-    """The first signal received inside :func:`handled`, or None."""
+    """The first signal received in the current :func:`handled` block, or None."""
     return _received
 
 

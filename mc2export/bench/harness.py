@@ -53,7 +53,7 @@ def default_threads() -> int:
 
 def check_threads(threads: Optional[int]) -> int:
     """The thread count to measure with on this machine: more threads than CPUs measures contention (a
-    1000-thread run took 524 s on 2 cores, p50 53 s), so it is refused."""
+    1000-thread run took 524 s on 2 cores, p50 53 s, in issue 17), so it is refused."""
     cpus = default_threads()
     if threads is None:
         return cpus
