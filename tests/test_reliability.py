@@ -418,7 +418,7 @@ def test_unreachable_hub_fails_fast_with_the_whole_message(tmp_path, tiny):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_CACHE": str(tmp_path / "cache"),
-           "HF_HOME": str(tmp_path / "hf")}
+           "HF_HOME": str(tmp_path / "hf"), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
     env.pop("HF_HUB_OFFLINE", None)
     t0 = time.time()
     r = subprocess.run([sys.executable, "-m", "mc2export.cli", "classify", str(tiny["photo"]), "-l", "a",
