@@ -94,3 +94,16 @@ def export_onnx(variant: str, checkpoint: Path, out: Path) -> Path:
     r = CliRunner().invoke(app, ["onnx", "--variant", variant, "--checkpoint", str(checkpoint), "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output[-3000:]
     return out
+
+
+def lazy_onnx_bundles(checkpoints: dict, root: Path) -> dict:
+    """{"s0" | "mcs0": bundle folder}, each exported (with verify/) on first use: see tests/conftest.py."""
+    from golden import EXPORT_CASES
+
+    class Lazy(dict):
+        def __missing__(self, key):
+            out = export_onnx(EXPORT_CASES[key][1], checkpoints[key], Path(root) / key)
+            self[key] = ensure_verify(out, checkpoints[key])
+            return self[key]
+
+    return Lazy()

@@ -121,6 +121,7 @@ export const mc2 = {
   },
 
   modes: Object.keys(bench.MODES),
+  _engine: () => current(),  // internal (tests): the loaded Engine
   templates: { simple: zs.SIMPLE_TEMPLATES, openai: zs.OPENAI_TEMPLATES },
 };
 

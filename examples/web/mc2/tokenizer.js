@@ -56,8 +56,10 @@ export const LIGATURES = {
 export const PYTHON_WHITESPACE = [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680,
   0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028, 0x2029, 0x202F,
   0x205F, 0x3000];
-const SINGLE_QUOTES = new Set([0x02BC, 0x2018, 0x2019, 0x201A, 0x201B]);
-const DOUBLE_QUOTES = new Set([0x201C, 0x201D, 0x201E, 0x201F]);
+export const SINGLE_QUOTES = [0x02BC, 0x2018, 0x2019, 0x201A, 0x201B];
+export const DOUBLE_QUOTES = [0x201C, 0x201D, 0x201E, 0x201F];
+const SINGLE = new Set(SINGLE_QUOTES);
+const DOUBLE = new Set(DOUBLE_QUOTES);
 const WHITESPACE = new Set(PYTHON_WHITESPACE);
 const ENTITY_RE = /&(#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});/g;
 const ANSI_RE = /\u001b\[((?:\p{Nd}|;)*)([a-zA-Z])/gu;  // Python's \d is any Unicode decimal digit
@@ -103,7 +105,7 @@ function fixSegment(segment, unescapeHtml) {
     if (unescapeHtml) seg = unescape(seg);
     seg = mapCodePoints(seg, (cp, ch) => LIGATURES[cp] ?? ch);
     seg = mapCodePoints(seg, (cp, ch) => (cp === 0x3000 ? " " : cp >= 0xFF01 && cp <= 0xFFEF ? ch.normalize("NFKC") : ch));
-    seg = mapCodePoints(seg, (cp, ch) => (SINGLE_QUOTES.has(cp) ? "'" : DOUBLE_QUOTES.has(cp) ? '"' : ch));
+    seg = mapCodePoints(seg, (cp, ch) => (SINGLE.has(cp) ? "'" : DOUBLE.has(cp) ? '"' : ch));
     if (seg.indexOf("\u001b") >= 0) seg = seg.replace(ANSI_RE, "");
     seg = mapCodePoints(seg, (cp, ch) => (isControl(cp) ? "" : ch));
     seg = seg.normalize("NFC");
