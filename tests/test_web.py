@@ -434,3 +434,165 @@ def test_verify_vectors_on_load_and_damaged_vectors(page, server, app_bundles, t
         assert st == status, (k, text)
         for f in fragments:
             assert f in text, (k, f, text)
+
+
+# -- config.json -----------------------------------------------------------------------------------------------
+
+def test_config_errors_are_one_clear_line(page, app_bundles):
+    cfg = json.loads((app_bundles["s0"] / "config.json").read_text())
+
+    def edited(**kw):
+        c = json.loads(json.dumps(cfg))
+        for k, v in kw.items():
+            node = c
+            *path, last = k.split(".")
+            for p in path:
+                node = node[p]
+            if v is _DROP:
+                node.pop(last)
+            else:
+                node[last] = v
+        return json.dumps(c)
+
+    cases = [("{ not json", "not valid JSON"), ('{"format": "x"}', "not an mc2export bundle"),
+             (edited(runtime="executorch"), "the web app runs ONNX bundles"), (edited(batch=4), "--batch 4"),
+             (edited(bundle_version=9), "update the app"), (edited(embed_dim="big"), "embed_dim must be an integer"),
+             (edited(output_normalized="yes"), "output_normalized must be true or false"),
+             (edited(logit_scale="100"), "logit_scale must be a number"), (edited(logit_scale=-1.0), "logit_scale must be positive"),
+             (edited(**{"preprocess.interpolation": "lanczos"}), "interpolation 'lanczos' is not supported"),
+             (edited(**{"preprocess.std": [1, 0, 1]}), "std must not contain 0"), (edited(preprocess=_DROP), "preprocess is missing"),
+             (edited(**{"models.image.file": "image.pte"}), "is not a .onnx model"), (edited(models={}), "neither an image nor a text"),
+             (edited(**{"weights.random_weights": "no"}), "random_weights must be true or false")]
+    got = page.evaluate("""async (cases) => {
+      const { parseConfig } = await import("/mc2/config.js");
+      const ok = parseConfig(cases.ok);
+      return { ok: [ok.resolution, ok.interpolation, ok.embedDim, ok.normalizeInput, ok.imageModel],
+               upper: parseConfig(cases.upper).interpolation,
+               errors: cases.bad.map((t) => { try { parseConfig(t); return null; } catch (e) { return e.name + ": " + e.message; } }) };
+    }""", {"ok": json.dumps(cfg), "upper": edited(**{"preprocess.interpolation": "BICUBIC"}), "bad": [c for c, _ in cases]})
+    assert got["ok"] == [256, "bilinear", 512, False, "image.onnx"] and got["upper"] == "bicubic"
+    for (_, fragment), err in zip(cases, got["errors"]):
+        assert err is not None and err.startswith("BundleError: ") and fragment in err and "\n" not in err, (fragment, err)
+
+
+_DROP = object()
+
+
+# -- the page, as a person uses it -------------------------------------------------------------------------------
+
+LABELS = ["red disc", "blue box", "cat", "dog", "a diagram"]
+
+
+def _python_top_label(bundle: Path, image_path: Path):
+    """Zero-shot with the 7-template ensemble in Python (mc2export's preprocessing and tokenizer, the bundle's
+    models in onnxruntime): (probabilities, top label)."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    import mc2export
+    from mc2export.zeroshot import SIMPLE_TEMPLATES
+
+    cfg = json.loads((bundle / "config.json").read_text())
+    img = ort.InferenceSession(str(bundle / "image.onnx"), providers=["CPUExecutionProvider"])
+    txt = ort.InferenceSession(str(bundle / "text.onnx"), providers=["CPUExecutionProvider"])
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    classes = []
+    for label in LABELS:
+        tok = mc2export.tokenize([t.format(label) for t in SIMPLE_TEMPLATES]).numpy().astype(np.int32)
+        embs = [unit(txt.run(None, {"tokens": tok[i:i + 1]})[0][0].astype(np.float64)) for i in range(len(tok))]
+        classes.append(unit(np.mean(embs, 0)))
+    with Image.open(image_path) as im:
+        x = mc2export.image_transform(cfg["variant"])(im)[None].numpy()
+    e = unit(img.run(None, {"image": x})[0][0].astype(np.float64))
+    logits = cfg["logit_scale"] * np.stack(classes) @ e
+    p = np.exp(logits - logits.max())
+    return p / p.sum(), LABELS[int(np.argmax(logits))]
+
+
+@pytest.fixture
+def plain_page(browser, tmp_path_factory):
+    """The app served WITHOUT cross-origin isolation headers: onnxruntime-web runs on one thread."""
+    sys.path.insert(0, str(WEB))
+    try:
+        import serve
+    finally:
+        sys.path.remove(str(WEB))
+    return serve
+
+
+def test_classification_on_the_page_with_screenshot(browser, plain_page, app_bundles, tmp_path):
+    """A person's path through the page: load the S0 bundle from the URL field's query parameter, see the
+    verification vectors pass, pick a photo, read the ranked labels; then the benchmark tab writes a harness
+    document. Served without COOP/COEP: the single-threaded WASM path. The top label is Python's."""
+    from mc2export.bench.schema import validate
+    from mc2export.bench.stats import summarize
+
+    bundle = app_bundles["s0"]
+    photo = VECTORS / "images" / "landscape_400x300.png"
+    probs, top = _python_top_label(bundle, photo)
+    assert np.sort(probs)[-1] - np.sort(probs)[-2] > 1e-3, "labels nearly tied in Python: pick another photo"
+    srv, url = plain_page.start(WEB, {"bundle": bundle}, isolation=False)
+    pg = browser.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(url + "index.html?bundle=bundle/")
+        pg.wait_for_function("document.getElementById('status').dataset.loaded !== undefined", timeout=180_000)
+        assert pg.get_attribute("#status", "data-loaded") == "true", pg.inner_text("#error")
+        assert "1 thread" in pg.inner_text("#status") and "MobileCLIP2-S0" in pg.inner_text("#status")
+        assert pg.get_attribute("#verify", "data-status") == "passed"
+        assert "Verification vectors: PASSED" in pg.inner_text("#verify")
+        pg.fill("#labels", ", ".join(LABELS))
+        pg.set_input_files("#photo", str(photo))
+        pg.wait_for_selector("#ranked li", timeout=120_000)
+        shot = tmp_path / "classify.png"
+        pg.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("MC2_TEST_ARTIFACTS"):  # keep the screenshot to look at
+            shutil.copy(shot, Path(os.environ["MC2_TEST_ARTIFACTS"]) / "web-classify.png")
+        assert pg.get_attribute("#ranked", "data-top") == top
+        shown = pg.locator("#ranked li").first.inner_text()
+        assert shown.startswith(top) and f"{probs.max() * 100:.1f}%" in shown, (shown, top, probs)
+        crop = pg.evaluate("() => { const c = document.getElementById('crop'); return [c.width, c.height]; }")
+        assert crop == [256, 256]
+        # the benchmark tab: quick protocol, the harness's own document, the verification figures inside
+        pg.click("nav button[data-tab=benchmark]")
+        pg.click("#bench-run")
+        pg.wait_for_selector("#bench-download:not([hidden])", timeout=180_000)
+        doc = pg.evaluate("() => mc2app.lastBenchmark")
+    finally:
+        pg.close()
+        srv.shutdown()
+    assert not errors, errors
+    validate(doc, what="the web app's benchmark document")
+    r = doc["results"][0]
+    assert doc["tool"]["name"] == "mc2export-web-app" and r["runtime"]["name"] == "onnxruntime" and r["runtime"]["threads"] == 1
+    assert r["verdict"]["status"] == "reference" and r["mode"]["standard"] is True
+    assert r["verify"]["status"] == "passed" and r["verify"]["towers"]["image"]["cosine_min"] >= 0.99999
+    for tower in r["towers"].values():
+        assert tower["iterations"] >= 20 and tower["duration_s"] >= 2.0
+        ref = summarize(tower["samples_ms"])
+        for k in ("p50", "p90", "p99", "mean", "trimmed_mean", "min", "max", "std"):
+            assert tower["stats"][k] == pytest.approx(ref[k], abs=2e-4), k
+    import hashlib as _h
+
+    files = json.loads((bundle / "config.json").read_text())["files"]
+    lines = "".join(f"{n}\t{files[n]['sha256']}\n" for n in sorted(files))
+    assert r["bundle"]["checksum"] == _h.sha256(lines.encode()).hexdigest()
+
+
+def test_acceptance_script_on_a_fresh_onnx_bundle(app_bundles, checkpoints, tmp_path):
+    """examples/web/check_bundle.py (run as a user runs it): only the documented window.mc2 API, its own images
+    and texts, compared with mc2export's Python pipeline (onnxruntime and the folded PyTorch model)."""
+    import subprocess
+
+    script = WEB / "check_bundle.py"
+    out = tmp_path / "check.json"
+    r = subprocess.run([sys.executable, str(script), str(app_bundles["s0"]), "--checkpoint", str(checkpoints["s0"]),
+                        "--chromium", CHROMIUM, "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "PASSED" in r.stdout, r.stdout + r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["passed"] and len(result["checks"]) == 6 and all(c["ok"] for c in result["checks"])
+    assert result["verify"] == "passed"
+    bad = subprocess.run([sys.executable, str(script), str(app_bundles["s0"] / "verify")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not a bundle" in bad.stderr and bad.stderr.count("\n") == 1
