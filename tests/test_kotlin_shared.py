@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "examples" / "shared" / "vectors"
+FIXTURES = REPO / "examples" / "shared" / "fixtures"
 SCRIPT = REPO / "examples" / "android" / "shared" / "run_jvm_tests.sh"
 
 
@@ -56,6 +57,25 @@ def test_committed_vectors_are_current(tmp_path):
         p = VECTORS / rel
         assert p.is_file() and p.stat().st_size == meta["bytes"], rel
     assert committed["total_bytes"] < 2 * 1024 * 1024
+
+
+def test_committed_fixtures_are_current(tmp_path):
+    """examples/shared/fixtures (the verify/ fixture bundle and the tokenizer slice the Swift tests run on by
+    default) is what tests/app_fixtures.py writes, and the slice tokenizes every vector string as the full
+    vocabulary does."""
+    from app_fixtures import slice_ids, write_fixtures
+
+    fresh = write_fixtures(tmp_path / "f")
+    stale = [rel for rel in fresh if not (FIXTURES / rel).is_file() or (FIXTURES / rel).read_bytes() != (tmp_path / "f" / rel).read_bytes()]
+    extra = [str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*") if p.is_file() and str(p.relative_to(FIXTURES)) not in fresh]
+    assert not stale and not extra, (f"examples/shared/fixtures is stale ({stale[:5]}, extra {extra[:5]}): run "
+                                     "`python tests/app_fixtures.py` and commit the result")
+    sl = json.loads((FIXTURES / "tokenizer_slice.json").read_text(encoding="utf-8"))
+    text = json.loads((VECTORS / "text.json").read_text(encoding="utf-8"))
+    for e in text["texts"]:
+        want = e["ids"] if e["exact"] else e["portable_ids"]
+        assert slice_ids(sl, e["clean"] if e["exact"] else e["portable_clean"]) == want, e["text"]
+    assert (FIXTURES / "tokenizer_slice.json").stat().st_size < 200_000
 
 
 def test_vectors_cover_what_the_apps_must_match():
@@ -97,57 +117,6 @@ def test_portable_cleaning_reference():
     assert portable_clean("caf\u00c3\u00a9") != clean_text("caf\u00c3\u00a9")  # mojibake: python-only
 
 
-def write_verify_fixture(folder: Path, rng_seed: int = 0) -> Path:
-    """A small ONNX-bundle folder (config.json, R = 16, D = 8) with verify/ per docs/bundle.md whose "models"
-    are linear maps kept in fake_model/: expected = W @ model input (image: float32 NCHW u8/255; text: the
-    token ids), so the JVM test checks the input conversion its own code does."""
-    import hashlib
-
-    rng = np.random.default_rng(rng_seed)
-    r, d, n, m = 16, 8, 2, 3
-    images = rng.integers(0, 256, (n, r, r, 3), dtype=np.uint8)
-    tokens = np.zeros((m, 77), np.int32)
-    for i, k in enumerate((5, 12, 77)):
-        tokens[i, :k] = rng.integers(1, 49406, k)
-        tokens[i, 0], tokens[i, k - 1] = 49406, 49407
-    w_img = rng.normal(0, 0.05, (d, 3 * r * r)).astype(np.float32)
-    w_txt = rng.normal(0, 1e-4, (d, 77)).astype(np.float32)
-    x = images.transpose(0, 3, 1, 2).reshape(n, -1).astype(np.float32) / np.float32(255)
-    exp_img = (w_img.astype(np.float64) @ x.astype(np.float64).T).T.astype(np.float32)
-    exp_txt = (w_txt.astype(np.float64) @ tokens.astype(np.float64).T).T.astype(np.float32)
-    (folder / "verify").mkdir(parents=True)
-    (folder / "fake_model").mkdir()
-    files = {}
-    for name, arr in (("image_inputs.u8", images), ("image_expected.f32", exp_img), ("text_tokens.i32", tokens),
-                      ("text_expected.f32", exp_txt)):
-        data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
-        (folder / "verify" / name).write_bytes(data)
-        files[f"verify/{name}"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    w_img.astype("<f4").tofile(folder / "fake_model" / "image_w.f32")
-    w_txt.astype("<f4").tofile(folder / "fake_model" / "text_w.f32")
-    manifest = {"version": 1, "byte_order": "little", "reference": "fake linear model", "precision": "fp32", "tier": "fp32",
-                "tolerance": {"cosine_min": 0.99999, "max_abs_over_std": 1e-4}, "output_normalized": False, "embed_dim": d,
-                "towers": {"image": {"inputs": {"file": "verify/image_inputs.u8", "dtype": "uint8", "shape": [n, r, r, 3],
-                                                "layout": "NHWC RGB"},
-                                     "expected": {"file": "verify/image_expected.f32", "dtype": "float32", "shape": [n, d]},
-                                     "probe_rows": [0, 1]},
-                           "text": {"inputs": {"file": "verify/text_tokens.i32", "dtype": "int32", "shape": [m, 77]},
-                                    "expected": {"file": "verify/text_expected.f32", "dtype": "float32", "shape": [m, d]},
-                                    "texts": ["a", "b", "c"], "probe_rows": [0, 1, 2]}}}
-    data = json.dumps(manifest).encode()
-    (folder / "verify" / "manifest.json").write_bytes(data)
-    files["verify/manifest.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "runtime": "onnx", "variant": "mobileclip2-s0", "precision": "fp32",
-           "batch": 1, "preprocess": {"resolution": r, "resize": "shortest", "crop": "center", "interpolation": "bilinear",
-                                      "mean": [0, 0, 0], "std": [1, 1, 1]},
-           "tokenizer": {"vocab": "vocab.json", "merges": "merges.txt", "context_length": 77}, "embed_dim": d,
-           "logit_scale": 100.0, "output_normalized": False,
-           "models": {"image": {"file": "image.onnx", "input": {"range": [0.0, 1.0], "normalization": "inside the model"}},
-                      "text": {"file": "text.onnx"}}, "files": files}
-    (folder / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-    return folder
-
-
 def test_kotlin_shared_code_matches_python(tmp_path):
     if shutil.which("kotlinc") is None:
         pytest.skip("kotlinc not found: `apt-get install kotlin junit4` (CI installs it in .ci/run)")
@@ -157,8 +126,8 @@ def test_kotlin_shared_code_matches_python(tmp_path):
 
     get_tokenizer().export_vocab(tmp_path / "vocab")  # the tokenizer loads vocab.json + merges.txt, as in a bundle
     bench = tmp_path / "bench.json"
-    verify = write_verify_fixture(tmp_path / "verify-bundle")
-    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench), MC2_VERIFY=str(verify))
+    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench),
+               MC2_VERIFY=str(FIXTURES / "verify-bundle"))
     r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]

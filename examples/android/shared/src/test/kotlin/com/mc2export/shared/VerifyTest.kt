@@ -8,12 +8,13 @@ import java.io.File
 
 /**
  * The verify/ reader and checker against a bundle folder written by Python per docs/bundle.md
- * (tests/test_kotlin_shared.py: -Dmc2.verify=DIR). Its "models" are fixed linear maps (the .f32 files of fake_model/; the
+ * (examples/shared/fixtures/verify-bundle, written by tests/app_fixtures.py; -Dmc2.verify=DIR for another). Its "models" are fixed linear maps (the .f32 files of fake_model/; the
  * expected rows are W @ input computed in Python), so the test checks what the app does to the vectors before
  * a model sees them: NHWC bytes -> the app's own CHW float conversion, little-endian token rows.
  */
 class VerifyTest {
     private val dir: File? = (System.getProperty("mc2.verify") ?: System.getenv("MC2_VERIFY"))?.let { File(it) }
+        ?: File(Vectors.dir.parentFile, "fixtures/verify-bundle")
 
     private fun f32(f: File): FloatArray {
         val b = f.readBytes()
@@ -27,7 +28,7 @@ class VerifyTest {
 
     private fun fixture(): Fixture {
         val d = dir
-        assumeTrue("no -Dmc2.verify fixture (tests/test_kotlin_shared.py writes it)", d != null && File(d, "config.json").isFile)
+        assumeTrue("no verify fixture (python tests/app_fixtures.py writes it)", d != null && File(d, "config.json").isFile)
         val cfg = BundleConfig.parse(File(d, "config.json").readText(Charsets.UTF_8), "onnx")
         val files = LinkedHashMap<String, ByteArray>()
         File(d, "verify").listFiles()!!.forEach { files["verify/${it.name}"] = it.readBytes() }
