@@ -597,3 +597,22 @@ def test_acceptance_script_on_a_fresh_onnx_bundle(app_bundles, checkpoints, tmp_
     assert result["verify"] == "passed"
     bad = subprocess.run([sys.executable, str(script), str(app_bundles["s0"] / "verify")], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not a bundle" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_tables_are_pythons(page):
+    """The JavaScript copies of Python's tables: prompt templates, the paper's latency targets (the model
+    cards), the pinned onnxruntime-web version (package.json)."""
+    from mc2export import cards
+    from mc2export.zeroshot import OPENAI_TEMPLATES, SIMPLE_TEMPLATES
+
+    got = page.evaluate("""async () => {
+      const zs = await import("/mc2/zeroshot.js"); const b = await import("/mc2/bench.js"); const e = await import("/mc2/engine.js");
+      return { openai: zs.OPENAI_TEMPLATES, simple: zs.SIMPLE_TEMPLATES, targets: b.PAPER_TARGETS, ort: e.ORT_VERSION };
+    }""")
+    assert got["openai"] == list(OPENAI_TEMPLATES) and got["simple"] == list(SIMPLE_TEMPLATES)
+    for vid in cards.list_variants():
+        lat = cards.get_card(vid)["paper"]["latency_ms"]
+        assert got["targets"][vid] == [lat["image"], lat["text"]], vid
+    pkg = json.loads((WEB / "package.json").read_text())
+    lock = json.loads((WEB / "package-lock.json").read_text())
+    assert pkg["dependencies"]["onnxruntime-web"] == got["ort"] == lock["packages"]["node_modules/onnxruntime-web"]["version"]
