@@ -16,7 +16,6 @@ export const ORT_VERSION = "1.31.1";  // = package.json (checked by the tests)
 const DIST = new URL("../node_modules/onnxruntime-web/dist/", import.meta.url);
 
 let ortPromise = null;
-let ortBackend = null;
 
 /** Import onnxruntime-web once per page: { ort, backend: "webgpu" | "wasm", threads }. */
 export async function loadOrt(prefer = "auto") {
@@ -40,7 +39,6 @@ export async function loadOrt(prefer = "auto") {
       ort.env.wasm.numThreads = threads;
       ort.env.wasm.wasmPaths = DIST.href;
       ort.env.logLevel = "error";
-      ortBackend = gpu ? "webgpu" : "wasm";
       return { ort, backend: ortBackend, threads };
     })();
   }
