@@ -39,7 +39,7 @@ export async function loadOrt(prefer = "auto") {
       ort.env.wasm.numThreads = threads;
       ort.env.wasm.wasmPaths = DIST.href;
       ort.env.logLevel = "error";
-      return { ort, backend: ortBackend, threads };
+      return { ort, backend: gpu ? "webgpu" : "wasm", threads };
     })();
   }
   return ortPromise;
