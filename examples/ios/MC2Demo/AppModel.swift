@@ -49,10 +49,11 @@ final class AppModel: ObservableObject {
     /// through; the prediction runs in the model actor and the gate opens again when it is over.
     nonisolated private static func frameHandler(engine: ModelActor, gate: FrameGate, model: AppModel) -> (CVPixelBuffer, Int) -> Void {
         { [weak model] pb, orientation in
+            let target = model  // a constant for the task (a captured weak var may not cross into it)
             Task.detached {
                 defer { gate.release() }
                 let result = try? await engine.classifyFrame(pb, orientation: orientation)
-                await model?.showFrame(result, dropped: gate.dropped)
+                await target?.showFrame(result, dropped: gate.dropped)
             }
         }
     }
