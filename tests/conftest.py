@@ -41,3 +41,13 @@ def checkpoints(reference, detweights, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("ckpt")
     return {k: write_official(reference, detweights, name, d) for k, (name, _) in EXPORT_CASES.items()}
+
+
+@pytest.fixture(scope="session")
+def app_bundles(checkpoints, tmp_path_factory):
+    """fp32 ONNX bundles as ``mc2export onnx`` writes them, with verify/, for the sample-app tests (web,
+    Python prototypes): ``app_bundles["s0"]`` (MobileCLIP2-S0), ``["mcs0"]`` (MobileCLIP-S0); each exported
+    once per session, on first use (tests/appbundles.py)."""
+    from appbundles import lazy_onnx_bundles
+
+    return lazy_onnx_bundles(checkpoints, tmp_path_factory.mktemp("app-onnx"))
