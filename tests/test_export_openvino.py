@@ -252,3 +252,25 @@ def test_auto_export_records_its_choice(checkpoints, tmp_path):
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["precision"] == "auto" and cfg["models"]["text"]["openvino"]["precision"] == auto["chosen"]
     assert cfg["models"]["text"]["auto"]["figures"]["fp32"]["ms"] > 0
+
+
+def test_examples_python_reads_an_openvino_bundle(bundles):
+    """examples/python (no mc2export, only the bundle and OpenVINO) compiles with the bundle's properties."""
+    import sys
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "python"
+    sys.path.insert(0, str(examples))
+    try:
+        import mc2bundle
+    finally:
+        sys.path.remove(str(examples))
+    folder = bundles["s0", "fp32"]
+    b = mc2bundle.Bundle(folder, threads=1)
+    emb, truncated = b.encode_text("a photo of a cat")
+    import mc2export
+
+    tokens = mc2export.tokenize(["a photo of a cat"]).numpy().astype(np.int32)
+    ours, _, how = _run(folder, "text", tokens)
+    assert not truncated and how.endswith("inference precision f32")
+    assert np.allclose(emb, ours[0] / np.linalg.norm(ours[0]), atol=1e-5)

@@ -140,7 +140,8 @@ def read_metadata(path: Path) -> Dict[str, str]:
     import openvino as ov
 
     rt = ov.Core().read_model(str(path)).get_rt_info()
-    return {k: str(rt[k]) for k in rt.keys() if k.startswith("mc2export.") or k in ("description", "author", "license")}
+    return {k: rt[k].astype(str) for k in rt.keys()
+            if k.startswith("mc2export.") or k in ("description", "author", "license")}
 
 
 def runner(folder: Path, tower: str, info: dict, threads: Optional[int] = None, **_):
