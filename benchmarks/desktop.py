@@ -147,16 +147,12 @@ def main() -> None:
     import mc2export
     from bench_all import wait_quiet
     from export_all import kit_checkpoint
-    from paired import cpu_record
+    from paired import add_arguments, cpu_record
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=mc2export.list_variants())
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--burst", type=int, default=3)
-    ap.add_argument("--gap", type=float, default=0.05)
-    ap.add_argument("--threads", type=int, default=2)
+    add_arguments(ap)
     ap.add_argument("--redo", action="store_true", help="re-measure variants already in the results")
     ap.add_argument("--bundle-dir", type=Path, default=Path.home() / ".cache" / "mc2export" / "desktop-bundles")
     ap.add_argument("--max-load", type=float, default=0.0, help="wait for the 1-min load average to fall below it "

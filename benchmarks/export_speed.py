@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from paired import add_arguments  # noqa: E402
 
 
 def plain_onnx(module, example, path: Path, input_name: str) -> None:
@@ -51,11 +52,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="s0")
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--burst", type=int, default=3, help="timed calls per visit (their median counts)")
-    ap.add_argument("--gap", type=float, default=0.05, help="seconds of pause before each visit")
-    ap.add_argument("--threads", type=int, default=2)
+    add_arguments(ap, rounds=40, warmup=5)
     ap.add_argument("--no-executorch", action="store_true")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 exports")
     ap.add_argument("--out", type=Path, default=None)

@@ -20,7 +20,6 @@ same precision. Every candidate's outputs are checked against the PyTorch model 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -31,17 +30,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from paired import add_arguments  # noqa: E402
 
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="s0")
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--burst", type=int, default=3)
-    ap.add_argument("--gap", type=float, default=0.05)
-    ap.add_argument("--threads", type=int, default=2)
+    add_arguments(ap)
     ap.add_argument("--towers", default="image,text")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -55,7 +51,7 @@ def main() -> None:
     from mc2export.export import openvino as OV
     from mc2export.export.onnx import session
     from mc2export.export.wrappers import build_wrappers, example_input
-    from paired import cpu_record, interleaved, median_ms, paired_ratio
+    from paired import cpu_record, interleaved, median_ms, paired_ratio, save
 
     torch.set_num_threads(args.threads)
     towers = [t for t in args.towers.split(",") if t]
@@ -108,9 +104,6 @@ def main() -> None:
                  "ort_fp32_over": {k: round(paired_ratio(t, "ort/fp32", k), 4) for k in t if k != "ort/fp32"},
                  "loadavg_before": run["loadavg_before"], "loadavg_after": run["loadavg_after"]}
         res["towers"][tower] = entry
-    out = args.out or RESULTS / f"openvino_forms_{vid}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     lines = [f"# OpenVINO graph forms, {vid} ({res['cpu']}: {res['cpu_isa']}; OpenVINO capabilities "
              f"{', '.join(caps['capabilities'])}; {args.threads} threads, batch 1, {args.rounds} interleaved rounds of "
              f"{args.burst}-call bursts; weights: {res['weights']})", "",
@@ -125,9 +118,7 @@ def main() -> None:
                          f"{e['cosine'].get(k, 1.0):.6f} |")
         lines.append(f"| {tower} | load average before → after | {e['loadavg_before'][0]} → {e['loadavg_after'][0]} "
                      "| | | | |")
-    lines.append("")
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save(args.out or RESULTS / f"openvino_forms_{vid}", res, lines)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

@@ -19,7 +19,6 @@ AMX on Xeons that have it), and does a static QDQ image tower pay?
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from paired import add_arguments  # noqa: E402
 
 
 def gemm_models(folder: Path, m: int, k: int, n: int):
@@ -79,12 +79,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="s0")
-    ap.add_argument("--rounds", type=int, default=30)
+    add_arguments(ap)
     ap.add_argument("--gemm-rounds", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--burst", type=int, default=3)
-    ap.add_argument("--gap", type=float, default=0.05)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemm", default="256,1024,1024", help="M,K,N of the kernel probe")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -97,7 +93,7 @@ def main() -> None:
     from export_all import kit_checkpoint
     from mc2export.export import validate as V
     from mc2export.export.onnx import session
-    from paired import cpu_record, interleaved, median_ms, paired_ratio
+    from paired import cpu_record, interleaved, median_ms, paired_ratio, save
 
     vid = mc2export.resolve_variant(args.variant)
     card = mc2export.get_card(vid)
@@ -132,7 +128,7 @@ def main() -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = work / "image-pre.onnx"
-    quant_pre_process(str(work / "fp32" / "image.onnx"), str(pre))
+    quant_pre_process(str(work / "fp32" / "image.onnx"), str(pre), skip_symbolic_shape=True)  # static shapes
     t0 = time.perf_counter()
     quantize_static(str(pre), str(work / "image-qdq.onnx"), _Images("image", calib), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -162,9 +158,6 @@ def main() -> None:
             "median_ms": {k_: round(median_ms(t), 3) for k_, t in run["times"].items()},
             "fp32_over": {k_: round(paired_ratio(run["times"], "fp32", k_), 3) for k_ in runners if k_ != "fp32"},
             "cosine_min_vs_fp32": cos, "loadavg": [run["loadavg_before"][0], run["loadavg_after"][0]]}
-    out = args.out or RESULTS / "ort_int8"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     gm = res["gemm"]
     lines = [f"# ONNX Runtime int8 on this CPU ({res['cpu']}: {res['cpu_isa']}; onnxruntime {ort.__version__}, "
              f"{args.threads} threads, batch 1, weights: {'fidelity kit seed 0' if ckpt else 'random'})", "",
@@ -183,9 +176,7 @@ def main() -> None:
             r = e["fp32_over"].get(name)
             lines.append(f"| {tower} | {name} | {ms:.2f} | {'1' if r is None else f'{r:.2f}×'} | "
                          f"{e['cosine_min_vs_fp32'][name]:.5f} | {e['loadavg'][0]} → {e['loadavg'][1]} |")
-    lines.append("")
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save(args.out or RESULTS / "ort_int8", res, lines)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

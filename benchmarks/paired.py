@@ -45,6 +45,27 @@ def interleaved(runners: Dict[Hashable, Callable[[], object]], rounds: int, burs
             "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
+def add_arguments(ap, rounds: int = 30, warmup: int = 3) -> None:
+    """The protocol's command-line options (``--rounds --warmup --burst --gap --threads``)."""
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--burst", type=int, default=3, help="timed calls per visit (their median counts)")
+    ap.add_argument("--gap", type=float, default=0.05, help="seconds of pause before each visit")
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def save(out, res: dict, lines: List[str]) -> None:
+    """``<out>.json`` (the figures) and ``<out>.md`` (the table), printed too."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines + [""]))
+    print("\n".join(lines))
+
+
 def median_ms(times: List[float]) -> float:
     return statistics.median(times) * 1e3
 

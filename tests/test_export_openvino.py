@@ -274,3 +274,20 @@ def test_examples_python_reads_an_openvino_bundle(bundles):
     ours, _, how = _run(folder, "text", tokens)
     assert not truncated and how.endswith("inference precision f32")
     assert np.allclose(emb, ours[0] / np.linalg.norm(ours[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["openvino", "--variant", "s0", "--precision", "fp16"], "fp32, bf16, int8, auto"),
+    (["openvino", "--variant", "s0", "--calibration", "."], "--calibration is for"),
+    (["onnx", "--variant", "s0", "--precision", "int8", "--calibration", "."], "--calibration is for"),
+    (["openvino", "--variant", "s0", "--delegate", "coreml"], "ExecuTorch option"),
+])
+def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
+    from mc2export.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--random-weights", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert e.value.code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert not (tmp_path / "o").exists()
