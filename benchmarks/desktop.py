@@ -4,7 +4,7 @@ at ``--threads`` threads, batch 1, side by side in one run with our ONNX Runtime
 Candidates (bundles exported through the CLI with the fidelity kit's seed-0 weights, so that each export's own
 validation -- its precision's tolerance -- decides whether it counts; an export that fails validation is
 recorded and left out): ONNX Runtime fp32 (the baseline) and int8 (dynamic), OpenVINO fp32, bf16 (on CPUs with
-bf16) and int8 (NNCF). Each tower of each bundle is loaded with the harness's own loaders
+bf16), int8 (NNCF) and auto (per tower the export's own pick, which also tries int8 with its float rest at bf16). Each tower of each bundle is loaded with the harness's own loaders
 (``mc2export.bench.runtimes.load``: the bundle's runtime properties, ``--threads``), and all candidates of a
 tower are timed in the same interleaved rounds (``benchmarks/paired.py``): medians, and per-round ratios
 against ORT fp32. Per tower the fastest validated candidate wins; the variant's desktop figure is the sum of
@@ -36,6 +36,7 @@ CANDIDATES = {  # name -> (format, precision, runtime)
     "ov-fp32": ("openvino", "fp32", "openvino"),
     "ov-bf16": ("openvino", "bf16", "openvino"),
     "ov-int8": ("openvino", "int8", "openvino"),
+    "ov-auto": ("openvino", "auto", "openvino"),  # per tower, chosen at export: also int8 with a bf16 float rest
 }
 BASELINE = "ort-fp32"
 

@@ -141,7 +141,11 @@ def test_auto_takes_the_fastest_precision_that_holds_its_tolerance():
     figures["int8"]["passed"] = False  # misses its tolerance: never chosen, however fast
     best, reason = OV.choose(figures)
     assert best == "bf16" and "int8: misses its tolerance" in reason and "bf16: 20.00 ms" in reason
-    figures["bf16"] = {"available": False, "why": "this CPU has no bf16"}
+    figures["int8-bf16"] = _figs(10.0, 0.26, passed=False)  # int8 at the bf16 hint: broken on a tower, never taken
+    assert OV.choose(figures)[0] == "bf16"
+    figures["int8-bf16"] = _figs(10.0, 0.995)
+    assert OV.choose(figures)[0] == "int8-bf16"
+    figures["bf16"] = figures["int8-bf16"] = {"available": False, "why": "this CPU has no bf16"}
     best, reason = OV.choose(figures)
     assert best == "fp32" and "bf16: not available (this CPU has no bf16)" in reason
 
@@ -246,11 +250,13 @@ def test_auto_export_records_its_choice(checkpoints, tmp_path):
                         precision="auto", towers="text")
     t = r["towers"]["text"]
     auto = t["auto"]
-    assert auto["chosen"] == t["precision"] == OV.choose(auto["figures"])[0]
-    assert set(auto["figures"]) == {"fp32", "bf16", "int8"} and auto["reason"].startswith(auto["chosen"])
+    assert OV.PRECISION_OF.get(auto["chosen"], auto["chosen"]) == t["precision"]
+    assert auto["chosen"] == OV.choose(auto["figures"])[0] and auto["reason"].startswith(auto["chosen"])
+    assert set(auto["figures"]) == {"fp32", "bf16", "int8", "int8-bf16"}  # bf16 ones marked unavailable without bf16
     assert t["tolerance"] == E.validate.tolerance_for(auto["chosen"]) and t["passed"]
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert cfg["precision"] == "auto" and cfg["models"]["text"]["openvino"]["precision"] == auto["chosen"]
+    assert cfg["precision"] == "auto" and cfg["models"]["text"]["openvino"]["precision"] == t["precision"]
+    assert cfg["models"]["text"]["openvino"]["properties"]["INFERENCE_PRECISION_HINT"] == OV.HINT[auto["chosen"]]
     assert cfg["models"]["text"]["auto"]["figures"]["fp32"]["ms"] > 0
 
 
