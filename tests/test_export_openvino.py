@@ -103,7 +103,7 @@ def test_an_fp32_model_needs_its_hint(bundles):
     if not OV.cpu_capabilities()["bf16"]:
         pytest.skip("this CPU has no bf16: OpenVINO's default precision is f32 here")
     compiled = ov.Core().compile_model(str(bundles["s0", "fp32"] / "image.xml"), "CPU")
-    assert OV._type_name(compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16"
     compiled, info = OV.compile_tower(bundles["s0", "fp32"] / "image.xml", OV.properties("f32"), threads=1)
     assert info["inference_precision"] == "f32" and info["threads"] == 1 and info["num_streams"] == 1
 

@@ -1,10 +1,9 @@
 """OpenVINO export (IR ``.xml`` + ``.bin``) and its runtime settings, for desktop and server x86 CPUs.
 
 * Conversion: ``openvino.convert_model`` (PyTorch frontend) of the folded tower in the graph forms of
-  :func:`openvino_friendly`, static input shapes, output named ``embedding``. Measured against reading our
-  ONNX export (``benchmarks/openvino_forms.py``, ``benchmarks/results/openvino_forms.md``): the PyTorch
-  frontend turns ``scaled_dot_product_attention`` into OpenVINO's fused SDPA op and keeps module paths in
-  the node names, which NNCF's ignored scope needs.
+  :func:`openvino_friendly`, static input shapes, output named ``embedding``. Against our ONNX export read
+  by OpenVINO it ran within noise at f32 and bf16 (``benchmarks/openvino_forms.py``, provisional: loaded
+  machine); it keeps module paths in the node names, which NNCF's ignored scope needs.
 * Precision is a *runtime property* in OpenVINO, not a file format: the CPU plugin computes in whatever
   ``INFERENCE_PRECISION_HINT`` says -- and its default is bf16 on CPUs with bf16 units (AVX-512 BF16, AMX),
   so an fp32 model compiled without the hint runs in bf16. Every model therefore carries the properties
@@ -12,8 +11,9 @@
   and every consumer of ours compiles through :func:`compile_tower`.
 * ``fp32``: hint ``f32``, fp32 weights. ``bf16``: hint ``bf16``, weights stored as fp16 (half the file;
   decompressed at load); a CPU without bf16 runs it in f32 and says so. ``int8``: NNCF post-training
-  quantization (static int8 activations and weights, :func:`quantize`), the float rest at f32. ``auto``: per tower the fastest of those (and int8 with its float rest at
-  bf16) that holds its tolerance on the exporting CPU, measured at export (:func:`choose`).
+  quantization (static int8 activations and weights, :func:`quantize`), the float rest at f32. ``auto``:
+  per tower the fastest of those (and int8 with its float rest at bf16) that holds its tolerance on the
+  exporting CPU, measured at export (:func:`choose`).
 
 Nothing heavy is imported at module level: the benchmark harness imports this module to compile models.
 """
@@ -116,17 +116,11 @@ def compile_tower(model, props: Optional[dict] = None, threads: Optional[int] = 
     eff, note = effective_properties(props, caps, threads)
     compiled = core.compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", eff)
     info = {"properties": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in eff.items()},
-            "inference_precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "num_streams": int(compiled.get_property("NUM_STREAMS")),
             "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
             "cpu": caps["cpu"], "capabilities": caps["capabilities"], "fallback": note}
     return compiled, info
-
-
-def _type_name(t) -> str:
-    s = str(t)
-    m = re.search(r"'(\w+)'", s)  # <Type: 'bfloat16'>
-    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(m.group(1) if m else s, m.group(1) if m else s)
 
 
 def read_io(compiled) -> dict:
@@ -161,7 +155,6 @@ def runner(folder: Path, tower: str, info: dict, threads: Optional[int] = None, 
 
     how = (f"openvino {ov.get_version().split('-')[0]} CPU, inference precision {run_info['inference_precision']}"
            + (f" ({run_info['fallback']})" if run_info["fallback"] else ""))
-    run.ran = run_info
     return run, read_io(compiled), how
 
 
