@@ -118,17 +118,19 @@ def test_bf16_on_a_cpu_without_bf16_runs_f32_and_says_so():
 
 
 def test_int8_text_tower(checkpoints, tmp_path):
-    r = E.export_bundle("openvino", "s0", out=tmp_path / "q", checkpoint=checkpoints["s0"], precision="int8",
-                        towers="text")
+    """NNCF int8 of MobileCLIP-S0's MCt text tower (RepMixer convolutions + 4 attention blocks; the smallest text
+    tower: the quickest int8 export)."""
+    r = E.export_bundle("openvino", "mobileclip-s0", out=tmp_path / "q", checkpoint=checkpoints["mcs0"],
+                        precision="int8", towers="text")
     t = r["towers"]["text"]
     assert t["passed"] and t["cosine_min"] >= 0.99 and t["tolerance"] == {"cosine_min": 0.99}
     assert r["zero_shot"]["images"] == 16 and 0 <= r["zero_shot"]["top1_agreement"] <= 1
     cfg = json.loads((tmp_path / "q" / "config.json").read_text())
     q = cfg["models"]["text"]["quantization"]
-    assert q["model_type"] == "TRANSFORMER" and q["fake_quantize_nodes"] >= 6 * 12
+    assert q["model_type"] == "TRANSFORMER" and q["fake_quantize_nodes"] >= 6 * 4
     assert q["calibration"].startswith("built-in probe set")
     assert cfg["models"]["text"]["openvino"]["properties"]["INFERENCE_PRECISION_HINT"] == "f32"
-    assert cfg["files"]["text.bin"]["bytes"] < 100e6  # fp32: 254 MB
+    assert cfg["files"]["text.bin"]["bytes"] < 60e6  # fp32: 170 MB
 
 
 def _figs(ms, cos, passed=True, **kw):
@@ -286,6 +288,7 @@ def test_examples_python_reads_an_openvino_bundle(bundles):
     (["openvino", "--variant", "s0", "--precision", "fp16"], "fp32, bf16, int8, auto"),
     (["openvino", "--variant", "s0", "--calibration", "."], "--calibration is for"),
     (["onnx", "--variant", "s0", "--precision", "int8", "--calibration", "."], "--calibration is for"),
+    (["openvino", "--variant", "s0", "--precision", "int8", "--calibration", "no/such/dir"], "is not a folder"),
     (["openvino", "--variant", "s0", "--delegate", "coreml"], "ExecuTorch option"),
 ])
 def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
