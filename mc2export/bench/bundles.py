@@ -12,9 +12,9 @@ from ..errors import UserError
 BUNDLE_FORMAT = "mc2export-bundle"
 EXPORT_HINT = "re-export it with `mc2export onnx|executorch|coreml --variant V ... --out DIR`"
 # the runtime a bundle's format runs on by default, and the formats each runtime accepts (None: any)
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml", "openvino": "openvino"}
 RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "executorch": ("executorch",), "coreml": ("coreml",),
-                   "torch": None, "torch-unfolded": None}
+                   "openvino": ("openvino",), "torch": None, "torch-unfolded": None}
 
 
 @dataclass

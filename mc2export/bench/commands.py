@@ -18,7 +18,7 @@ def register(app: typer.Typer, command) -> None:
     def bench(bundles: List[Path] = typer.Argument(..., help="Bundle folders written by `mc2export onnx|executorch|"
                                                    "coreml --out DIR`."),
               runtime: Optional[List[str]] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, "
-                                                          "coreml (macOS), torch, torch-unfolded; repeatable. "
+                                                          "coreml (macOS), openvino, torch, torch-unfolded; repeatable. "
                                                           "Default: the bundle's own format's runtime."),
               threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help="CPU threads (default: all "
                                                     "CPUs this process may use)."),

@@ -1,10 +1,10 @@
-"""Verified, app-ready exports: ``export_bundle("onnx" | "coreml" | "executorch", variant, ...)``.
+"""Verified, app-ready exports: ``export_bundle("onnx" | "coreml" | "executorch" | "openvino", variant, ...)``.
 
 Every export folds the model first (:func:`mc2export.fold`), wraps each tower in an export-friendly
 module (:mod:`.wrappers`), converts it, validates the converted model against the folded PyTorch
 model on a fixed probe set (:mod:`.validate`) and writes a bundle directory atomically
-(:mod:`.bundle`; format in ``docs/bundle.md``). Heavy toolchains (onnx, coremltools, executorch) are
-imported lazily, inside the format modules.
+(:mod:`.bundle`; format in ``docs/bundle.md``). Heavy toolchains (onnx, coremltools, executorch, openvino,
+nncf) are imported lazily, inside the format modules.
 """
 from .pipeline import (FORMATS, PIP_HINT, TOWERS, default_out, export_bundle, format_module, load_model,  # noqa: F401
                        parse_towers, precisions, quiet_toolchains, summary_table)
@@ -12,7 +12,7 @@ from .pipeline import (FORMATS, PIP_HINT, TOWERS, default_out, export_bundle, fo
 # The modules of this package, in the order data flows through them:
 #   pipeline    export_bundle: load, fold, wrap, convert, validate, write
 #   wrappers    export-friendly forms of the towers (input contract, pooling, normalization)
-#   onnx, coreml, executorch   one module per format: export(), runner(), versions(), PRECISIONS
+#   onnx, coreml, executorch, openvino   one module per format: export(), runner(), versions(), PRECISIONS
 #   validate    the probe set, tolerances and comparisons
 #   bundle      the bundle directory: atomic writes, checksums, config.json
 #   commands    the CLI commands (registered by mc2export.cli)

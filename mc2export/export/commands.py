@@ -1,4 +1,4 @@
-"""``mc2export onnx | coreml | executorch``: the export commands (registered by :mod:`mc2export.cli`).
+"""``mc2export onnx | coreml | executorch | openvino``: the export commands (registered by :mod:`mc2export.cli`).
 
 Progress goes to stderr, the closing summary table to stdout. Exit codes: 0 done; 2 bad input
 (``UserError``, one line, nothing written); 3 the exported model failed validation (the figures and
@@ -16,12 +16,16 @@ _HELP = {
     "onnx": "Export to ONNX (opset 18, ONNX Runtime incl. Mobile), validated in onnxruntime.",
     "coreml": "Export to Core ML (ML program, iOS17/macOS14, ImageType input), validated (prediction on macOS).",
     "executorch": "Export to ExecuTorch (.pte, XNNPACK or Core ML delegate), validated in ExecuTorch's runtime.",
+    "openvino": "Export to OpenVINO IR (.xml/.bin) for desktop/server CPUs, validated in OpenVINO with the bundle's "
+                "runtime properties.",
 }
 _PRECISION_HELP = {
     "onnx": "fp32, fp16 (fp16 weights+compute, fp32 I/O) or int8 (onnxruntime dynamic quantization)",
     "coreml": "fp32, fp16, int8 (int8 weights, fp16 compute), pal6 / pal4 (6- / 4-bit k-means palettized weights)",
     "executorch": "fp32, fp16, int8 (XNNPACK PT2E: int8 weights, dynamic activations) or int8-static (image "
                   "activations calibrated: fastest on phones, may miss the 0.99 floor)",
+    "openvino": "fp32, bf16 (OpenVINO's bf16 inference precision; f32 on CPUs without bf16), int8 (NNCF post-training "
+                "quantization) or auto (per tower the fastest of these that holds its tolerance on this CPU)",
 }
 
 
@@ -49,6 +53,10 @@ def _make(fmt: str, command):
         delegate: Optional[str] = typer.Option(None, "--delegate", hidden=fmt != "executorch",
                                                help="ExecuTorch backend: xnnpack (default; CPU, Android and iOS) or "
                                                     "coreml (Core ML inside the .pte; iOS/macOS, fp32/fp16)."),
+        calibration: Optional[Path] = typer.Option(None, "--calibration", hidden=fmt != "openvino",
+                                                   help="int8 / auto: a folder of images (and captions.txt, one "
+                                                        "caption a line, for text) to calibrate NNCF's quantization "
+                                                        "on (default: the built-in probe set)."),
     ) -> None:
         from .. import signals
         from . import export_bundle, summary_table
@@ -62,7 +70,8 @@ def _make(fmt: str, command):
         try:
             result = export_bundle(fmt, variant, out=out, checkpoint=checkpoint, pretrained=pretrained,
                                    random_weights=random_weights, precision=precision, towers=towers, force=force,
-                                   batch=batch, normalize=normalize, delegate=delegate, log=log)
+                                   batch=batch, normalize=normalize, delegate=delegate, calibration=calibration,
+                                   log=log)
         except ValidationError as e:
             typer.echo(f"export failed validation (nothing was written): {e}", err=True)
             raise typer.Exit(3)
@@ -73,6 +82,6 @@ def _make(fmt: str, command):
 
 
 def register(app, command) -> None:
-    """Add the three export commands to ``app`` using cli.py's ``command`` decorator (UserError -> exit 2)."""
-    for fmt in ("onnx", "coreml", "executorch"):
+    """Add the export commands to ``app`` using cli.py's ``command`` decorator (UserError -> exit 2)."""
+    for fmt in ("onnx", "coreml", "executorch", "openvino"):
         _make(fmt, command)

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from ..errors import UserError
 
-FORMATS = ("onnx", "coreml", "executorch")
+FORMATS = ("onnx", "coreml", "executorch", "openvino")
 TOWERS = ("image", "text")
 PIP_HINT = "pip install 'mc2export[export]'"
 
@@ -160,8 +160,11 @@ def default_out(fmt: str, variant: str, precision: str, delegate: Optional[str] 
 def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrained: bool = False,
                   random_weights: bool = False, precision: str = "fp32", towers=TOWERS, force: bool = False,
                   batch: int = 1, normalize: bool = True, delegate: Optional[str] = None,
+                  calibration: Optional[Path] = None,
                   log: Callable[[str], None] = lambda s: None, _hooks: Optional[dict] = None) -> dict:
     """Export, validate and write a bundle; returns the summary (also what ``validation.json`` holds).
+
+    ``calibration``: a folder of images (+ ``captions.txt``) for OpenVINO's int8 / auto quantization.
 
     Raises ``UserError`` for bad input (nothing is written) and :class:`.validate.ValidationError`
     when an exported model does not reproduce the folded model (nothing is written either).
@@ -191,6 +194,10 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         format_module(fmt).check_delegate(delegate, precision)
     elif delegate not in (None, ""):
         raise UserError(f"--delegate is an ExecuTorch option (xnnpack or coreml), not one of {fmt}")
+    if calibration is not None and not (fmt == "openvino" and precision in ("int8", "auto")):
+        raise UserError("--calibration is for `mc2export openvino --precision int8|auto` (NNCF's calibration set)")
+    if calibration is not None and not Path(calibration).is_dir():
+        raise UserError(f"--calibration '{calibration}' is not a folder: pass a folder of images (and captions.txt)")
     out = Path(out) if out is not None else default_out(fmt, vid, precision, delegate)
     B.check_out(out, force)
     fmt_mod = format_module(fmt)
@@ -239,7 +246,7 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
                 hooks["before_export"](tower)
             with quiet_toolchains():
                 info = fmt_mod.export(tower, wrapper, example, tmp, precision, meta, scratch, log=log, card=card,
-                                      calibration=probe, delegate=delegate)
+                                      calibration=probe, delegate=delegate, calibration_dir=calibration)
             t_export = time.perf_counter() - t1
             info["contract"] = contract
             log(f"  {tower}: exported in {t_export:.1f}s; validating")
@@ -321,7 +328,7 @@ def _validate_tower(fmt_mod, fmt, tower, folder, info, wrapper, ref_wrapper, pro
     bad_io = V.check_io(io, expected)
     ours = V.run_batched(run, x, len(x) if getattr(run, "any_batch", False) else batch)
     figures = V.compare(ours, ref)
-    tol = V.tolerance_for(precision)
+    tol = V.tolerance_for(info.get("precision", precision))  # OpenVINO auto: the tower's chosen precision
     bad = V.check(figures, tol)
     val = {"files": info["files"], "io": io, "io_ok": not bad_io, "prediction": how, **figures, "tolerance": tol,
            "activation_absmax_fp32": headroom, "passed": not bad and not bad_io,
@@ -348,7 +355,8 @@ def _config(card, fmt, precision, batch, normalize, weights, logit_scale, export
                                     "l2_normalized": normalize},
                          **{k: v for k, v in info.items() if k in ("opset", "exporter", "external_data", "int8",
                                                                     "fp16", "compression", "deployment_target",
-                                                                    "delegate", "compute_precision", "quantization")}}
+                                                                    "delegate", "compute_precision", "quantization",
+                                                                    "openvino", "auto")}}
     return {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "created": now_iso(),
         "runtime": fmt, "variant": card["id"], "name": card["name"], "family": card["family"],
@@ -380,7 +388,8 @@ def summary_table(result: dict) -> str:
     for tower, val in result["towers"].items():
         size = sum(result["files"][f]["bytes"] for f in result["files"]
                    if any(f == n or f.startswith(n + "/") for n in val["files"]))
-        rows.append((", ".join(val["files"]), human_bytes(size), result["precision"], f"{val['cosine_min']:.6f}",
+        rows.append((", ".join(val["files"]), human_bytes(size), val.get("precision", result["precision"]),
+                     f"{val['cosine_min']:.6f}",
                      f"{val['max_abs_over_std']:.1e}", _short_how(val["prediction"]),
                      f"{val['export_seconds'] + val['validate_seconds']:.1f}s"))
     other = [f for f in result["files"] if not any(f == n or f.startswith(n + "/")
@@ -395,6 +404,8 @@ def summary_table(result: dict) -> str:
     if zs:
         tail.append(f"zero-shot top-1 agreement on the probe set: {zs['top1_agreement']:.0%} of {zs['images']} images "
                     f"({zs['decided_images']} with a reference margin >= 0.02)")
+    tail += [f"{t}: {v['auto']['reason']}" for t, v in result["towers"].items() if v.get("auto")]
+    tail += [f"{t}: validated as {v['prediction']}" for t, v in result["towers"].items() if "no bf16" in str(v["prediction"])]
     skipped = [t for t, v in result["towers"].items() if str(v["prediction"]).startswith("skipped")]
     if skipped:
         tail.append("Core ML prediction was SKIPPED (needs macOS): the saved programs were checked (I/O, metadata) "
