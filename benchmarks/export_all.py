@@ -1,4 +1,4 @@
-"""Export every variant to every format (fp32 + one compressed mode) through the real CLI, and record
+"""Export every variant to every format (fp32 + the compressed modes) through the real CLI, and record
 wall time, peak RSS, bundle sizes and the validation figures.
 
 Each export runs as its own ``mc2export <format> ...`` process (peak RSS from ``wait4``), into a scratch
@@ -11,6 +11,7 @@ Weights: the fidelity kit's seed-0 weights written in the official checkpoint la
 the variant (validation figures are then meaningful), else ``--random-weights``.
 
     python benchmarks/export_all.py --variants s0 mobileclip-s0
+    python benchmarks/export_all.py --variants s0 s2 b --formats openvino   # fp32, bf16, int8, auto
     python benchmarks/export_all.py --variants s4 --formats onnx --precisions fp32
     python benchmarks/export_all.py                          # everything (hours on 2 cores)
     python benchmarks/export_all.py --precisions fp32 --keep-precisions fp32 \
@@ -31,7 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE = Path(os.environ.get("MC2EXPORT_REFERENCE", ROOT.parent / "shared" / "reference"))
-COMPRESSED = {"onnx": "int8", "coreml": "pal6", "executorch": "int8"}
+# the precisions besides fp32 each format's sweep exports by default (OpenVINO: bf16 is a runtime precision,
+# auto picks per tower on this CPU: both are part of its sweep)
+COMPRESSED = {"onnx": ("int8",), "coreml": ("pal6",), "executorch": ("int8",), "openvino": ("bf16", "int8", "auto")}
 # variant -> fidelity-kit model holding its weights in an official layout
 KIT = {"mobileclip2-s0": "open_clip/MobileCLIP2-S0", "mobileclip2-s2": "open_clip/MobileCLIP2-S2",
        "mobileclip2-b": "open_clip/MobileCLIP2-B", "mobileclip2-s3": "open_clip/MobileCLIP2-S3",
@@ -83,7 +86,7 @@ def run_export(fmt: str, variant: str, precision: str, weights_args, out: Path, 
                                            if any(n == x or n.startswith(x + "/") for x in m["files"])) / 1e6, 2)
     rec["bundle_mb"] = round(sum(f["bytes"] for f in cfg["files"].values()) / 1e6, 2)
     rec["towers"] = {t: {k: v[k] for k in ("cosine_min", "max_abs_over_std", "export_seconds", "validate_seconds",
-                                          "prediction") if k in v} for t, v in val["towers"].items()}
+                                          "prediction", "precision") if k in v} for t, v in val["towers"].items()}
     rec["zero_shot"] = val.get("zero_shot")
     rec["weights"] = cfg["weights"]["source"]
     return rec
@@ -115,7 +118,10 @@ def write_markdown(results: dict, path: Path) -> None:
 
         def fig(tw):
             x = t.get(tw)
-            return f"{x['cosine_min']:.6f} / {x['max_abs_over_std']:.1e}" if x else "–"
+            if not x:
+                return "–"
+            chosen = f" ({x['precision']})" if x.get("precision") not in (None, p) else ""  # OpenVINO auto's choice
+            return f"{x['cosine_min']:.6f} / {x['max_abs_over_std']:.1e}{chosen}"
 
         zs = r.get("zero_shot") or {}
         lines.append(f"| {v} | {f} | {p} | {'yes' if r['ok'] else 'NO: ' + r.get('error', '')[:80]} | "
@@ -124,7 +130,7 @@ def write_markdown(results: dict, path: Path) -> None:
                      f"{zs.get('top1_agreement', '–')} | {r.get('loadavg', ['–'])[0]} |")
     lines += ["", "Core ML prediction needs macOS: on Linux its figures come from the weights read back from the "
               ".mlpackage run in PyTorch (see docs/bundle.md).", ""]
-    lines += ["## fp32, both towers, all three formats (one process per format, run one after another)", "",
+    lines += ["## fp32, both towers, every format (one process per format, run one after another)", "",
               "Goal for MobileCLIP2-S4: under 4 minutes and 8 GiB peak.", "",
               "| variant | formats done | total s | peak RSS GiB | all validated |", "|---|---|---|---|---|"]
     for v in sorted({k.split("/")[0] for k in results["runs"]}):
@@ -144,9 +150,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=mc2export.list_variants())
-    ap.add_argument("--formats", nargs="+", default=["onnx", "coreml", "executorch"])
+    ap.add_argument("--formats", nargs="+", default=["onnx", "coreml", "executorch", "openvino"])
     ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32 + the format's compressed mode "
-                                                                  "(onnx int8, coreml pal6, executorch int8)")
+                                                                  "(onnx int8, coreml pal6, executorch int8; "
+                                                                  "openvino bf16, int8 and auto)")
     ap.add_argument("--compressed", action="store_true", help="only the compressed mode of each format")
     ap.add_argument("--random-weights", action="store_true", help="never use the fidelity kit's weights")
     ap.add_argument("--redo", action="store_true", help="re-run entries already in the results")
@@ -170,7 +177,7 @@ def main() -> None:
         weights = ["--checkpoint", str(ckpt)] if ckpt else ["--random-weights"]
         try:
             for fmt in args.formats:
-                precs = [COMPRESSED[fmt]] if args.compressed else ["fp32", COMPRESSED[fmt]]
+                precs = list(COMPRESSED[fmt]) if args.compressed else ["fp32", *COMPRESSED[fmt]]
                 for prec in args.precisions or precs:
                     key = f"{variant}/{fmt}/{prec}"
                     if key in results["runs"] and results["runs"][key].get("ok") and not args.redo:

@@ -11,14 +11,9 @@ Models (same weights: the fidelity kit's seed-0 weights when available, else ran
     what int8 pays on this CPU, paired against the fp32 export of the same runtime.
 Batch 1, 2 threads for every runtime, interleaved rounds: each round visits every model once, in a
 shuffled order; a visit is a pause (``--gap``), one untimed call, then ``--burst`` timed calls whose
-median is the round's time. Medians over rounds and paired per-round ratios; the load average is
-recorded before and after. Run it only when the machine is otherwise quiet.
-
-Why the pause: after a call, ONNX Runtime's and XNNPACK's worker threads spin for a while waiting for
-more work. Calling another model straight away makes its threads compete with those spinning ones on
-2 cores: the S0 image models timed back to back ran 1.7x slower (plain 69 vs 40 ms) and the ratios
-swung from run to run. The untimed call wakes the visited model's pool, so a burst measures the steady
-state an app running one model on a stream of inputs sees.
+median is the round's time (the protocol of ``benchmarks/paired.py``, which says why the pause). Medians
+over rounds and paired per-round ratios; the load average is recorded before and after. Run it only when
+the machine is otherwise quiet.
 
     python benchmarks/export_speed.py --variant s0 --rounds 40
 """
@@ -26,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import statistics
 import sys
 import tempfile
@@ -39,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from paired import add_arguments  # noqa: E402
 
 
 def plain_onnx(module, example, path: Path, input_name: str) -> None:
@@ -58,11 +52,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="s0")
-    ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--burst", type=int, default=3, help="timed calls per visit (their median counts)")
-    ap.add_argument("--gap", type=float, default=0.05, help="seconds of pause before each visit")
-    ap.add_argument("--threads", type=int, default=2)
+    add_arguments(ap, rounds=40, warmup=5)
     ap.add_argument("--no-executorch", action="store_true")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 exports")
     ap.add_argument("--out", type=Path, default=None)
@@ -73,6 +63,7 @@ def main() -> None:
     import mc2export
     import mc2export.export as E
     from export_all import kit_checkpoint
+    from paired import cpu_record, interleaved, paired_ratio
     from mc2export.export.onnx import session
 
     torch.set_num_threads(args.threads)
@@ -128,39 +119,19 @@ def main() -> None:
         b = np.asarray(runners[tower, "ort-ours"]()[0], np.float64)[0]
         cos = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
         assert cos > 0.99999, f"{tower}: plain and ours disagree (cos {cos})"
-    for fn in runners.values():
-        for _ in range(args.warmup):
-            fn()
-    times = {k: [] for k in runners}
-    order = list(runners)
-    rng = random.Random(0)
-    load_before = os.getloadavg()
-    for _ in range(args.rounds):
-        rng.shuffle(order)
-        for k in order:
-            time.sleep(args.gap)  # let the previous model's spinning worker threads go to sleep
-            runners[k]()
-            burst = []
-            for _ in range(args.burst):
-                t = time.perf_counter()
-                runners[k]()
-                burst.append(time.perf_counter() - t)
-            times[k].append(statistics.median(burst))
-    load_after = os.getloadavg()
+    run = interleaved(runners, args.rounds, args.burst, args.gap, args.warmup)
+    times, load_before, load_after = run["times"], run["loadavg_before"], run["loadavg_after"]
 
     def ratio(t, a, b):
-        return statistics.median(x / y for x, y in zip(times[t, a], times[t, b]))
+        return paired_ratio(times, (t, a), (t, b))
 
     res = {"benchmark": "export_speed", "variant": vid, "batch": 1, "threads": args.threads, "rounds": args.rounds,
            "burst": args.burst, "gap_s": args.gap,
            "weights": "fidelity kit seed 0" if ckpt else "random", "loadavg_before": load_before,
            "loadavg_after": load_after, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
            "versions": E.format_module("onnx").versions(), "towers": {}}
-    from mc2export.bench.device import host_device
-
-    dev = host_device()
-    res["cpu"] = dev["cpu"] or "?"
-    res["cpu_isa"] = " ".join(dev["cpu_features"]) or "?"  # int8 pays differently with VNNI / AMX
+    # int8 pays differently with VNNI / AMX: the CPU's features go with the figures
+    res.update({k: v for k, v in cpu_record().items() if k in ("cpu", "cpu_isa")})
     for tower in ("image", "text"):
         names = [k[1] for k in runners if k[0] == tower]
         entry = {"median_ms": {n: statistics.median(times[tower, n]) * 1e3 for n in names},

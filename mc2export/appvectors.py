@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import unicodedata
 from pathlib import Path
@@ -49,7 +48,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, unreadable_model
 
 VECTORS_VERSION = 1
 CONTEXT_LENGTH = 77
@@ -552,8 +551,7 @@ class _BundleModels:
                 import onnxruntime as ort
             except ImportError:
                 raise UserError("an ONNX bundle needs onnxruntime: pip install onnxruntime") from None
-            self._sess = {t: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-                          for t, p in self.files.items()}
+            self._sess = self._open(lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]))
             self.how = f"onnxruntime {ort.__version__}"
         elif self.runtime == "executorch":
             try:
@@ -561,7 +559,7 @@ class _BundleModels:
             except ImportError:
                 raise UserError("an ExecuTorch bundle needs executorch: pip install executorch") from None
             rt = Runtime.get()
-            self._meth = {t: rt.load_program(str(p)).load_method("forward") for t, p in self.files.items()}
+            self._meth = self._open(lambda p: rt.load_program(str(p)).load_method("forward"))
             from importlib import metadata
 
             self.how = f"executorch {metadata.version('executorch')}"
@@ -571,10 +569,19 @@ class _BundleModels:
                                 "ONNX / ExecuTorch bundle of the same weights (validated to agree)")
             import coremltools as ct
 
-            self._ml = {t: ct.models.MLModel(str(p)) for t, p in self.files.items()}
+            self._ml = self._open(lambda p: ct.models.MLModel(str(p)))
             self.how = f"coremltools {ct.__version__}"
         else:
             raise UserError(f"bundle runtime {self.runtime!r} is not one of onnx, executorch, coreml")
+
+    def _open(self, load) -> dict:
+        out = {}
+        for t, p in self.files.items():
+            try:
+                out[t] = load(p)
+            except Exception as e:  # each runtime raises its own types (protobuf, flatbuffer, ...)
+                raise unreadable_model(p, self.runtime, e) from None
+        return out
 
     def _image_input(self, u8: np.ndarray) -> np.ndarray:
         x = u8.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
@@ -682,9 +689,9 @@ def write_vectors(out: Path, bundle: Optional[Path] = None, tokenizer: bool = Fa
     from .tokenizer import VOCAB_SIZE
     from .zeroshot import OPENAI_TEMPLATES, SIMPLE_TEMPLATES
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' exists and is not a folder")
+    from .outputs import output_dir, write_atomic
+
+    out = output_dir(out, "--out")
     if bundle is not None:
         read_bundle_config(bundle)  # fail before writing anything
     images = synthetic_images()
@@ -736,15 +743,11 @@ def write_vectors(out: Path, bundle: Optional[Path] = None, tokenizer: bool = Fa
             files["tokenizer/merges.txt"] = paths["merges"].read_bytes()
     try:
         for rel, data in files.items():
-            p = out / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, p)
+            write_atomic(out / rel, data)
         manifest = {"vectors_version": VECTORS_VERSION, "mc2export": __version__,
                     "files": {rel: {"sha256": _sha(data), "bytes": len(data)} for rel, data in sorted(files.items())},
                     "total_bytes": sum(len(d) for d in files.values())}
-        (out / "manifest.json").write_bytes(_dump(manifest))
+        write_atomic(out / "manifest.json", _dump(manifest))
     except OSError as e:
         raise UserError(f"cannot write vectors to '{out}': {e.strerror or e}") from None
     return manifest

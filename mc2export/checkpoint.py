@@ -19,10 +19,11 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 StateDict = Dict[str, torch.Tensor]
 LAYOUTS = ("open_clip", "apple_v1", "timm", "mc2export")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -33,6 +34,10 @@ def read_checkpoint(path: str | os.PathLike) -> Tuple[StateDict, Dict[str, str]]
     ``module.`` prefix (DDP) are removed.
     """
     p = Path(path)
+    if p.is_dir():
+        inside = sorted(x.name for x in p.iterdir() if x.suffix in WEIGHT_SUFFIXES)
+        raise UserError(f"checkpoint '{p}' is a folder, not a weights file: pass the file "
+                        + (f"inside it, e.g. '{p / inside[0]}'" if inside else "(.safetensors, .pt, .pth, .bin)"))
     if not p.is_file():
         raise UserError(f"checkpoint not found: '{p}': check the path (or use --pretrained to download)")
     if p.stat().st_size == 0:
@@ -56,25 +61,41 @@ def _read_safetensors(p: Path):
             meta = dict(f.metadata() or {})
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncation / bad headers
-        raise UserError(f"cannot read checkpoint '{p}': truncated or not a safetensors file "
-                        f"({_first_line(e)}); download it again") from None
+        raise UserError(f"cannot read checkpoint '{p}': {_not_safetensors(p, e)}") from None
     return sd, meta
 
 
+def _not_safetensors(p: Path, e: BaseException) -> str:
+    """Why a file is not readable safetensors: text under a weights name, or a cut-off download."""
+    with open(p, "rb") as f:
+        head = f.read(64)
+    if len(head) >= 8 and b"\0" not in head[:8]:  # a real header length (< 2**56) has zero high bytes
+        return (f"it is a text file (it starts with {head[:20].decode('ascii', 'replace')!r}), not safetensors "
+                "weights: pass the weights file")
+    size = p.stat().st_size
+    header = int.from_bytes(head[:8], "little") if len(head) >= 8 else None
+    if header is not None and 8 + header > size and header < 100 * 2 ** 20:
+        return (f"the file ends before its header does ({size} bytes, header {header} bytes): the download was cut "
+                "off; download it again")
+    return f"not a safetensors file, or damaged ({first_line(e)}); download it again"
+
+
 def _read_pickle(p: Path):
+    import warnings
+
     try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings advise what we refuse; our message says it all
+            warnings.simplefilter("ignore")
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"refusing to load '{p}': it holds Python objects, not just tensors "
-                        f"({_first_line(e)}); only state-dict checkpoints load (weights_only=True)") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        raise UserError(f"refusing to load '{p}': it is a pickle that holds Python objects"
+                        + (f" ({found.group(1)})" if found else "")
+                        + ", not only tensors, and loading it could run code; pass a plain state dict "
+                        "(torch.save(model.state_dict(), ...)) or a .safetensors file") from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"cannot read checkpoint '{p}': truncated or corrupt ({_first_line(e)}); "
+        raise UserError(f"cannot read checkpoint '{p}': truncated or corrupt ({first_line(e)}); "
                         "download it again") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
 
 
 def _unwrap(obj, p: Path) -> StateDict:

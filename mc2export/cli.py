@@ -1,40 +1,66 @@
-"""The ``mc2export`` command line. User mistakes (``UserError``) print one line and exit 2."""
+"""The ``mc2export`` command line. User mistakes (``UserError``) print one line and exit 2; SIGINT / SIGTERM
+end a command with one line and exit 130 / 143 (:mod:`mc2export.signals`). Exit codes: README.md."""
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from . import signals
 from .errors import UserError
+from .options import CheckpointOpt, PretrainedOpt, VariantOpt, load_model, require_finite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="MobileCLIP / MobileCLIP2: model zoo, folding and verified export for apps.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"mc2export {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
     """MobileCLIP / MobileCLIP2: model zoo, folding and verified export for apps."""
 
 
-def command(name: Optional[str] = None, **kwargs):
-    """``app.command`` that turns a ``UserError`` into one line on stderr and exit code 2."""
+def command(name: Optional[str] = None, *, interrupted: str = "nothing was written", **kwargs):
+    """``app.command`` with the exits every command shares (:func:`guarded`). Command modules get it from
+    their ``register(app, command)``; ``interrupted`` says what an interrupted run leaves on disk."""
 
     def decorate(fn):
-        @functools.wraps(fn)
-        def run(*args, **kw):
-            try:
-                return fn(*args, **kw)
-            except UserError as e:
-                typer.echo(f"error: {e}", err=True)
-                raise typer.Exit(2)
-
-        return app.command(name, **kwargs)(run)
+        return app.command(name, **kwargs)(guarded(fn, interrupted))
 
     return decorate
+
+
+def guarded(fn, interrupted: str = "nothing was written"):
+    """``fn`` with the two exits of every command: a ``UserError`` prints one line and exits 2; SIGINT /
+    SIGTERM -- whatever exception they turned into on the way up -- print one line and exit 130 / 143."""
+
+    @functools.wraps(fn)
+    def run(*args, **kw):
+        with signals.handled():
+            try:
+                return fn(*args, **kw)
+            except BaseException as e:
+                signum = signals.caused(e)
+                if signum is not None:
+                    typer.echo(f"interrupted ({signals.name(signum)}): {interrupted}", err=True)
+                    raise typer.Exit(signals.exit_code(signum)) from None
+                if isinstance(e, UserError):
+                    typer.echo(f"error: {e}", err=True)
+                    raise typer.Exit(2) from None
+                raise
+
+    return run
 
 
 @command()
@@ -43,26 +69,6 @@ def zoo(params: bool = typer.Option(True, help="Count the parameters of our mode
     from .zoo import zoo_rows, format_table
 
     typer.echo(format_table(zoo_rows(count=params)))
-
-
-VariantOpt = typer.Option(None, "--variant", "-v", help="Variant id or short name (s0, s2, b, s3, s4, l14); "
-                          "default: the checkpoint's, else s0.")
-CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Local weights file (open_clip, Apple .pt, timm, ours).")
-PretrainedOpt = typer.Option(False, "--pretrained", help="Download the card's weights from the Hugging Face hub "
-                             "(the default when no --checkpoint is given).")
-
-
-def load_model(variant: Optional[str], checkpoint: Optional[Path], pretrained: bool):
-    """The folded model for a command, from a checkpoint or the hub; progress on stderr."""
-    from . import create_model
-
-    if checkpoint is not None and pretrained:
-        raise UserError("give either --checkpoint or --pretrained, not both")
-    if checkpoint is None and variant is None:
-        variant = "s0"
-    source = str(checkpoint) if checkpoint is not None else "the Hugging Face hub"
-    typer.echo(f"loading {variant or 'model'} from {source} ...", err=True)
-    return create_model(variant, checkpoint=checkpoint, pretrained=checkpoint is None, fold=True)
 
 
 @command()
@@ -93,6 +99,8 @@ def classify(images: List[Path] = typer.Argument(..., help="Image files."),
     with torch.no_grad():
         classes = class_embeddings(model, names, TEMPLATES[templates])
         feats = model.encode_image(torch.stack([transform(im) for im in pics]), normalize=True)
+        require_finite(classes, "the labels' text embeddings")
+        require_finite(feats, "the image embeddings")
         probs = (model.logit_scale.exp() * feats @ classes.T).softmax(-1)
     k = min(top_k, len(names))
     width = max(len(n) for n in names + ["label"])
@@ -105,9 +113,10 @@ def classify(images: List[Path] = typer.Argument(..., help="Image files."),
 
 
 @command()
-def embed(inputs: List[str] = typer.Argument(None, help="Image files (or, with --text, ignored)."),
+def embed(inputs: List[str] = typer.Argument(None, help="Image files (not together with texts)."),
           text: List[str] = typer.Option(None, "--text", "-t", help="A text to embed (repeatable)."),
-          texts_file: Optional[Path] = typer.Option(None, help="A UTF-8 file with one text per line."),
+          texts_file: Optional[Path] = typer.Option(None, help="A UTF-8 file with one text per line (one row per "
+                                                    "line, blank lines included)."),
           out: Path = typer.Option(..., "--out", "-o", help="Output .npy ([N, D] float32); the inputs are listed "
                                    "in OUT.inputs.txt in the same order."),
           variant: Optional[str] = VariantOpt, checkpoint: Optional[Path] = CheckpointOpt,
@@ -115,25 +124,28 @@ def embed(inputs: List[str] = typer.Argument(None, help="Image files (or, with -
           normalize: bool = typer.Option(True, help="L2-normalize the embeddings."),
           batch_size: int = typer.Option(32, min=1)):
     """Embed images or texts into an .npy matrix, one row per input."""
+    import io
+
     import numpy as np
     import torch
 
+    from .outputs import output_file, write_atomic
+
+    out = output_file(out, "--out", suffix=".npy")
     texts = list(text or [])
     if texts_file is not None:
-        if not texts_file.is_file():
-            raise UserError(f"texts file not found: '{texts_file}'")
-        texts += [line.rstrip("\n") for line in texts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    images = [] if texts else list(inputs or [])
+        texts += _read_lines(texts_file)
+    images = list(inputs or [])
+    if texts and images:
+        raise UserError(f"pass image files or texts, not both (got {len(images)} image(s) and {len(texts)} "
+                        "text(s)): embed them in two runs, one .npy each")
     if not texts and not images:
         raise UserError("nothing to embed: pass image files, or --text / --texts-file")
-    if out.suffix != ".npy":
-        raise UserError(f"--out must end in .npy (got '{out}')")
     from .preprocess import load_image
 
-    if images:
-        for p in images:  # fail on a missing file before the model loads
-            if not Path(p).is_file():
-                raise UserError(f"image not found: '{p}'")
+    for p in images:  # fail on a missing file before the model loads
+        if not Path(p).is_file():
+            raise UserError(f"image not found: '{p}'")
     model = load_model(variant, checkpoint, pretrained)
     rows = []
     items = texts or images
@@ -151,6 +163,7 @@ def embed(inputs: List[str] = typer.Argument(None, help="Image files (or, with -
 
             transform = image_transform(model.variant)
         for i in range(0, len(items), batch_size):
+            signals.check()
             chunk = items[i:i + batch_size]
             if texts:
                 rows.append(model.encode_text(tok(chunk, context_length=model.context_length), normalize=normalize))
@@ -158,27 +171,46 @@ def embed(inputs: List[str] = typer.Argument(None, help="Image files (or, with -
                 rows.append(model.encode_image(torch.stack([transform(load_image(p)) for p in chunk]),
                                                normalize=normalize))
             bar.update(len(chunk))
-    matrix = torch.cat(rows).numpy().astype(np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, matrix)
+    matrix = torch.cat(rows)
+    require_finite(matrix, "these inputs")
+    buf = io.BytesIO()
+    np.save(buf, matrix.numpy().astype(np.float32))
     listing = out.with_name(out.stem + ".inputs.txt")
-    listing.write_text("".join(str(x).replace("\n", " ") + "\n" for x in items), encoding="utf-8")
-    os.replace(tmp, out)
+    write_atomic(listing, "".join(str(x).replace("\n", " ") + "\n" for x in items))
+    write_atomic(out, buf.getvalue())
     typer.echo(f"wrote {out} {tuple(matrix.shape)} ({'texts' if texts else 'images'}, "
                f"{'normalized' if normalize else 'unnormalized'}) and {listing}")
+
+
+def _read_lines(path: Path) -> List[str]:
+    """The lines of a UTF-8 text file, one text each: blank lines stay (rows keep the file's line numbers)."""
+    if not path.is_file():
+        raise UserError(f"texts file not found: '{path}'")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"'{path}' is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}): save it as UTF-8, "
+                        f"e.g. iconv -f latin1 -t utf-8 '{path}' > texts-utf8.txt") from None
+    lines = text.splitlines()
+    blank = sum(not x.strip() for x in lines)
+    if blank:
+        typer.echo(f"warning: {blank} blank line(s) in '{path}' are embedded as empty texts (one row per line)",
+                   err=True)
+    return lines
 
 
 # Commands of the later pipeline stages (export, bench, ...) register themselves below, one import each.
 
 
-from .appvectors import register as _register_appvectors
+from .appvectors import register as _register_appvectors  # noqa: E402
 _register_appvectors(app, command)
 
 from .export.commands import register as _register_export  # noqa: E402
 _register_export(app, command)
 
-from .bench.commands import register as _register_bench
+from .bench.commands import register as _register_bench  # noqa: E402
 _register_bench(app, command)
 
 from .train.commands import register as _register_train  # noqa: E402
@@ -189,8 +221,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``mc2export`` console script."""
     try:
         app(args=argv)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt:  # outside a command (e.g. while Python imports it): nothing was started
+        typer.echo("interrupted (SIGINT)", err=True)
         sys.exit(130)
 
 

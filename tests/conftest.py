@@ -120,3 +120,13 @@ def s0_bundles(tmp_path_factory):
     root = _bundle_root(tmp_path_factory)
     return {"onnx": _export("onnx", root / "s0-onnx", "image,text"),
             "executorch": _export("executorch", root / "s0-executorch-text", "text")}
+
+
+@pytest.fixture(scope="session")
+def app_bundles(checkpoints, tmp_path_factory):
+    """fp32 ONNX bundles as ``mc2export onnx`` writes them, with verify/, for the sample-app tests (web,
+    Python prototypes): ``app_bundles["s0"]`` (MobileCLIP2-S0), ``["mcs0"]`` (MobileCLIP-S0); each exported
+    once per session, on first use (tests/appbundles.py)."""
+    from appbundles import lazy_onnx_bundles
+
+    return lazy_onnx_bundles(checkpoints, tmp_path_factory.mktemp("app-onnx"))

@@ -231,18 +231,10 @@ def test_s0_bundles_through_the_scripts(s0_bundles, examples, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def s0_onnx(reference, detweights, tmp_path_factory):
-    """MobileCLIP2-S0 exported to ONNX through the command line (the default run's real-size bundle)."""
-    from typer.testing import CliRunner
-
-    from golden import write_official
-    from mc2export.cli import app
-
-    d = tmp_path_factory.mktemp("s0onnx")
-    ckpt = write_official(reference, detweights, "open_clip/MobileCLIP2-S0", d)
-    r = CliRunner().invoke(app, ["onnx", "--variant", "s0", "--checkpoint", str(ckpt), "--out", str(d / "onnx"), "-q"])
-    assert r.exit_code == 0, r.output[-3000:]
-    return d / "onnx"
+def s0_onnx(app_bundles):
+    """MobileCLIP2-S0 exported to ONNX through the command line (the default run's real-size bundle), shared
+    with the web app's tests through the session fixture ``app_bundles`` (tests/conftest.py)."""
+    return app_bundles["s0"]
 
 
 def test_s0_onnx_bundle_through_the_scripts(s0_onnx, examples, tmp_path):

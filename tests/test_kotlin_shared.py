@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+
+import numpy as np
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "examples" / "shared" / "vectors"
+FIXTURES = REPO / "examples" / "shared" / "fixtures"
 SCRIPT = REPO / "examples" / "android" / "shared" / "run_jvm_tests.sh"
 
 
@@ -54,6 +57,25 @@ def test_committed_vectors_are_current(tmp_path):
         p = VECTORS / rel
         assert p.is_file() and p.stat().st_size == meta["bytes"], rel
     assert committed["total_bytes"] < 2 * 1024 * 1024
+
+
+def test_committed_fixtures_are_current(tmp_path):
+    """examples/shared/fixtures (the verify/ fixture bundle and the tokenizer slice the Swift tests run on by
+    default) is what tests/app_fixtures.py writes, and the slice tokenizes every vector string as the full
+    vocabulary does."""
+    from app_fixtures import slice_ids, write_fixtures
+
+    fresh = write_fixtures(tmp_path / "f")
+    stale = [rel for rel in fresh if not (FIXTURES / rel).is_file() or (FIXTURES / rel).read_bytes() != (tmp_path / "f" / rel).read_bytes()]
+    extra = [str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*") if p.is_file() and str(p.relative_to(FIXTURES)) not in fresh]
+    assert not stale and not extra, (f"examples/shared/fixtures is stale ({stale[:5]}, extra {extra[:5]}): run "
+                                     "`python tests/app_fixtures.py` and commit the result")
+    sl = json.loads((FIXTURES / "tokenizer_slice.json").read_text(encoding="utf-8"))
+    text = json.loads((VECTORS / "text.json").read_text(encoding="utf-8"))
+    for e in text["texts"]:
+        want = e["ids"] if e["exact"] else e["portable_ids"]
+        assert slice_ids(sl, e["clean"] if e["exact"] else e["portable_clean"]) == want, e["text"]
+    assert (FIXTURES / "tokenizer_slice.json").stat().st_size < 200_000
 
 
 def test_vectors_cover_what_the_apps_must_match():
@@ -104,12 +126,16 @@ def test_kotlin_shared_code_matches_python(tmp_path):
 
     get_tokenizer().export_vocab(tmp_path / "vocab")  # the tokenizer loads vocab.json + merges.txt, as in a bundle
     bench = tmp_path / "bench.json"
-    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench))
+    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench),
+               MC2_VERIFY=str(FIXTURES / "verify-bundle"))
     r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert "OK (" in r.stdout, out[-3000:]
     assert "171 exact strings match Python" in r.stdout or "exact strings match Python" in r.stdout
+    assert "verify-report: " in r.stdout and "bounded-decode 4000x3000" in r.stdout, out[-3000:]
+    assert "Tests run" not in r.stdout and "Ignored" not in r.stdout  # nothing failed, nothing skipped
+    print("\n".join(line for line in r.stdout.splitlines() if line.startswith(("bounded-decode", "verify-report"))))
     # the Kotlin benchmark document is the harness's own format, with the harness's statistics
     doc = json.loads(bench.read_text(encoding="utf-8"))
     validate(doc, what="the Kotlin benchmark document")

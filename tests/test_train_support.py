@@ -129,7 +129,7 @@ def test_brace_and_dir_expansion(tmp_path):
     paths = write_plain_tars(tmp_path / "t", n=4, shard_size=2)
     assert expand_shards(tmp_path / "t") == [str(p) for p in paths]
     assert expand_shards(str(tmp_path / "t" / "src-{000..001}.tar")) == [str(p) for p in paths]
-    with pytest.raises(UserError, match="shard not found"):
+    with pytest.raises(UserError, match="src-002.tar. not found"):
         expand_shards(str(tmp_path / "t" / "src-{000..002}.tar"))
 
 

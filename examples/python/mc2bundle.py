@@ -6,6 +6,8 @@ runtime the bundle was exported for -- no mc2export, no PyTorch model code:
 * ONNX bundles: ``pip install onnxruntime numpy pillow ftfy regex``
 * ExecuTorch bundles: ``pip install executorch numpy pillow ftfy regex`` (ExecuTorch's Python runtime)
 * Core ML bundles: ``pip install coremltools numpy pillow ftfy regex`` -- prediction needs macOS
+* OpenVINO bundles: ``pip install openvino numpy pillow ftfy regex`` (compiled with the properties in
+  ``config.json``: an fp32 model needs its f32 hint, OpenVINO computes in bf16 by default on bf16 CPUs)
 
 What the apps do, in Python:
 
@@ -29,7 +31,7 @@ import numpy as np
 
 SOT, EOT = 49406, 49407
 FORMAT = "mc2export-bundle"
-EXTENSIONS = {"onnx": ".onnx", "executorch": ".pte", "coreml": ".mlpackage"}
+EXTENSIONS = {"onnx": ".onnx", "executorch": ".pte", "coreml": ".mlpackage", "openvino": ".xml"}
 
 
 class BundleError(Exception):
@@ -276,7 +278,32 @@ class _CoreML:
         return self.m["text"].predict({"tokens": tokens.astype(np.int32)})["embedding"][0]
 
 
-_RUNNERS = {"onnx": _Onnx, "executorch": _ExecuTorch, "coreml": _CoreML}
+class _OpenVINO:
+    def __init__(self, b: Bundle, threads: int):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BundleError("an OpenVINO bundle needs OpenVINO: pip install openvino") from None
+        core = ov.Core()
+        bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self.r = {}
+        for t, p in b.files.items():
+            props = dict(b.config["models"][t].get("openvino", {}).get("properties") or {})
+            if props.get("INFERENCE_PRECISION_HINT") == "bf16" and not bf16:
+                props["INFERENCE_PRECISION_HINT"] = "f32"  # no bf16 units on this CPU
+            if threads:
+                props["INFERENCE_NUM_THREADS"] = threads
+            self.r[t] = core.compile_model(str(p), "CPU", props).create_infer_request()
+        self.b = b
+
+    def image(self, crop):
+        return self.r["image"].infer({0: self.b.image_input(crop)})[0][0]
+
+    def text(self, tokens):
+        return self.r["text"].infer({0: np.ascontiguousarray(tokens, dtype=np.int32)})[0][0]
+
+
+_RUNNERS = {"onnx": _Onnx, "executorch": _ExecuTorch, "coreml": _CoreML, "openvino": _OpenVINO}
 
 SIMPLE_TEMPLATES = ("itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
                     "a {} in a video game.", "art of the {}.", "a photo of the small {}.")

@@ -10,11 +10,11 @@ from typing import Dict, List, Optional
 from ..errors import UserError
 
 BUNDLE_FORMAT = "mc2export-bundle"
-EXPORT_HINT = "re-export it with `mc2export onnx|executorch|coreml --variant V --random-weights --out DIR`"
+EXPORT_HINT = "re-export it with `mc2export onnx|executorch|coreml --variant V ... --out DIR`"
 # the runtime a bundle's format runs on by default, and the formats each runtime accepts (None: any)
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml"}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml", "openvino": "openvino"}
 RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "executorch": ("executorch",), "coreml": ("coreml",),
-                   "torch": None, "torch-unfolded": None}
+                   "openvino": ("openvino",), "torch": None, "torch-unfolded": None}
 
 
 @dataclass
@@ -69,8 +69,9 @@ def bundle_checksum(files: Dict[str, dict]) -> str:
     return h.hexdigest()
 
 
-def load_bundle(path, verify: bool = True) -> Bundle:
-    """Read (and by default re-hash) a bundle; every problem is a one-line ``UserError`` naming the fix."""
+def load_bundle(path, verify: bool = True, skip_option: Optional[str] = "--no-verify") -> Bundle:
+    """Read (and by default re-hash) a bundle; every problem is a one-line ``UserError`` naming the fix.
+    ``skip_option``: the caller's option that skips the re-hash, suggested when it fails (None: it has none)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"bundle not found: '{p}': pass the folder an export wrote "
@@ -99,8 +100,8 @@ def load_bundle(path, verify: bool = True) -> Bundle:
         try:
             verify_bundle(p)
         except UserError as e:
-            raise UserError(f"{e}: the bundle is corrupt or was edited; {EXPORT_HINT} "
-                            "(or pass --no-verify to measure it anyway)") from None
+            raise UserError(f"{e}: the bundle is corrupt or was edited; {EXPORT_HINT}"
+                            + (f" (or pass {skip_option} to measure it anyway)" if skip_option else "")) from None
     else:
         for tower, m in models.items():
             if not (p / m["file"]).exists():

@@ -19,7 +19,7 @@ def register(app: typer.Typer, command) -> None:
     def bench(bundles: List[Path] = typer.Argument(..., help="Bundle folders written by `mc2export onnx|executorch|"
                                                    "coreml --out DIR`."),
               runtime: Optional[List[str]] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, "
-                                                          "coreml (macOS), torch, torch-unfolded; repeatable. "
+                                                          "coreml (macOS), openvino, torch, torch-unfolded; repeatable. "
                                                           "Default: the bundle's own format's runtime."),
               threads: Optional[int] = ThreadsOpt,
               compute_units: Optional[str] = typer.Option(None, "--compute-units", help="Core ML: all, cpu-ne, "
@@ -56,17 +56,25 @@ def register(app: typer.Typer, command) -> None:
                                                      "tower + one summed row)."),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines.")):
         """Latency of exported bundles (load, warm-up, p50/p90/p99, memory) against the paper's targets."""
-        from .harness import bench_bundle, document, table, write_csv, write_json
+        from .. import signals
+        from ..outputs import output_file
+        from .harness import bench_bundle, check_threads, document, table, write_csv, write_json
         from .schema import validate
         from .stats import get_mode
 
         m = get_mode(mode, iterations=iterations, seconds=seconds, warmup=warmup, rounds=rounds)
         if device not in DEVICES:
             raise UserError(f"unknown --device '{device}': choose one of {', '.join(DEVICES)}")
-        for p in (json_out, csv_out):
-            if p is not None and p.exists() and p.is_dir():
-                raise UserError(f"'{p}' is a directory: pass a file path")
-        log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
+        json_out = output_file(json_out, "--json") if json_out is not None else None
+        csv_out = output_file(csv_out, "--csv") if csv_out is not None else None
+        if device == "host":
+            check_threads(threads)  # before the bundles are hashed
+
+        def log(msg: str) -> None:
+            signals.check()
+            if not quiet:
+                typer.echo(msg, err=True)
+
         results = []
         runtimes_ = list(runtime or [None])
         from .bundles import load_bundle

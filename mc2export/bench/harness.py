@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ..errors import UserError
+from ..outputs import write_atomic
 from .stats import Mode, headline, is_standard
 
 SCHEMA_ID = "mc2export-bench"
@@ -50,6 +51,18 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_threads(threads: Optional[int]) -> int:
+    """The thread count to measure with on this machine: more threads than CPUs measures contention (a
+    1000-thread run took 524 s on 2 cores, p50 53 s, in issue 17), so it is refused."""
+    cpus = default_threads()
+    if threads is None:
+        return cpus
+    if threads < 1 or threads > cpus:
+        raise UserError(f"--threads {threads} is not between 1 and the {cpus} CPU(s) this process may use: "
+                        f"pass --threads {cpus} or fewer (or leave it out: all of them)")
+    return int(threads)
+
+
 def check_bundle(bundle, runtime: Optional[str], compute_units: Optional[str] = None) -> str:
     """The runtime a (loaded) bundle will be measured with; a one-line error when it cannot be."""
     from . import runtimes
@@ -78,9 +91,7 @@ def bench_bundle(path, runtime: Optional[str] = None, *, threads: Optional[int] 
     runtime = check_bundle(b, runtime, compute_units)
     if runtime == "coreml":
         compute_units = compute_units or "all"
-    threads = int(threads or default_threads())
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
+    threads = check_threads(threads)
     towers = parse_towers(towers, b.towers)
     from .worker import measure_tower, request, run_isolated
 
@@ -152,7 +163,7 @@ def assemble(bundle: dict, *, runtime: str, runtime_versions: dict, threads: Opt
 
 
 def _main_dist(runtime: str) -> str:
-    return {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools",
+    return {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools", "openvino": "openvino",
             "torch": "torch", "torch-unfolded": "torch"}.get(runtime, runtime)
 
 
@@ -216,18 +227,12 @@ def write_csv(results: List[dict], path) -> None:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(csv_rows(results))
-    _atomic_write(Path(path), buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def write_json(doc: dict, path) -> None:
-    _atomic_write(Path(path), json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def fmt_ms(x) -> str:
@@ -270,5 +275,5 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
-__all__ = ["bench_bundle", "assemble", "document", "table", "write_json", "write_csv", "csv_rows", "CSV_COLUMNS",
-           "SCHEMA_ID", "SCHEMA_VERSION", "default_threads", "parse_towers"]
+__all__ = ["check_threads", "bench_bundle", "assemble", "document", "table", "write_json", "write_csv", "csv_rows",
+           "CSV_COLUMNS", "SCHEMA_ID", "SCHEMA_VERSION", "default_threads", "parse_towers"]

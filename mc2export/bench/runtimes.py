@@ -7,6 +7,9 @@
                    XNNPACK delegate + portable kernels), XNNPACK threadpool reset to ``--threads``.
 ``coreml``         the bundle's ``.mlpackage`` through ``coremltools`` prediction (macOS only) with
                    ``--compute-units`` all / cpu-ne / cpu-gpu / cpu.
+``openvino``       the bundle's IR in OpenVINO's CPU plugin, compiled with the bundle's properties (inference
+                   precision hint, one stream, latency hint) and ``INFERENCE_NUM_THREADS`` = ``--threads``; a bf16
+                   bundle runs in f32 on a CPU without bf16 (``runtime_info.fallback`` says so).
 ``torch``          the PyTorch model of the bundle's variant, folded, in the export wrapper (the graph that
                    was exported), eager, ``torch.set_num_threads(--threads)``, inference mode.
 ``torch-unfolded`` the same, train-time (unfolded) model: the baseline folding improves on.
@@ -28,15 +31,16 @@ from typing import Callable, Dict, Optional
 
 from ..errors import UserError
 
-RUNTIMES = ("onnxruntime", "executorch", "coreml", "torch", "torch-unfolded")
+RUNTIMES = ("onnxruntime", "executorch", "coreml", "openvino", "torch", "torch-unfolded")
 COMPUTE_UNITS = {"all": "ALL", "cpu-ne": "CPU_AND_NE", "cpu-gpu": "CPU_AND_GPU", "cpu": "CPU_ONLY"}
 _MODULES = {"onnxruntime": ("onnxruntime",), "executorch": ("executorch",), "coreml": ("coremltools",),
-            "torch": ("torch",), "torch-unfolded": ("torch",)}
+            "openvino": ("openvino",), "torch": ("torch",), "torch-unfolded": ("torch",)}
 _DISTS = {"onnxruntime": ("onnxruntime",), "executorch": ("executorch", "torch"),
-          "coreml": ("coremltools",), "torch": ("torch",), "torch-unfolded": ("torch",)}
+          "coreml": ("coremltools",), "openvino": ("openvino",), "torch": ("torch",), "torch-unfolded": ("torch",)}
 INSTALL = {"onnxruntime": "pip install onnxruntime  (or: pip install 'mc2export[export]')",
            "executorch": "pip install executorch==1.4.1  (or: pip install 'mc2export[export]')",
            "coreml": "pip install coremltools==9.0  (or: pip install 'mc2export[export]')",
+           "openvino": "pip install openvino  (or: pip install 'mc2export[openvino]')",
            "torch": "pip install torch", "torch-unfolded": "pip install torch"}
 
 
@@ -115,6 +119,8 @@ def load(runtime: str, bundle, tower: str, threads: int, compute_units: Optional
         return _load_executorch(bundle, tower, threads)
     if runtime == "coreml":
         return _load_coreml(bundle, tower, compute_units or "all")
+    if runtime == "openvino":
+        return _load_openvino(bundle, tower, threads)
     if runtime in ("torch", "torch-unfolded"):
         return _load_torch(bundle, tower, threads, folded=runtime == "torch", checkpoint=checkpoint)
     raise UserError(f"unknown --runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
@@ -146,6 +152,29 @@ def _load_ort(bundle, tower: str, threads: int) -> Loaded:
     return Loaded(call, {"provider": "CPUExecutionProvider", "intra_op_threads": int(threads),
                          "graph_optimization": "ORT_ENABLE_ALL",
                          "input": {"name": inp.name, "type": inp.type, "shape": list(x.shape)}}, keep=sess,
+                  run=run_on)
+
+
+def _load_openvino(bundle, tower: str, threads: int) -> Loaded:
+    import numpy as np
+
+    from ..export.openvino import compile_tower
+
+    entry = bundle.model_entry(tower).get("openvino") or {}
+    compiled, info = compile_tower(bundle.model_file(tower), entry.get("properties"), threads)
+    req = compiled.create_infer_request()
+    x = example_input(tower, bundle.config)
+    feed = {0: x}
+    infer = req.infer
+
+    def call():
+        return infer(feed)
+
+    def run_on(v):
+        return np.array(infer({0: np.ascontiguousarray(v)})[0], dtype=np.float32)
+
+    return Loaded(call, {**info, "bundle_precision": entry.get("precision"),
+                         "input": {"dtype": str(x.dtype), "shape": list(x.shape)}}, keep=(compiled, req, x),
                   run=run_on)
 
 

@@ -134,7 +134,8 @@ def verify_bundle(path, runtime: Optional[str] = None, *, threads: Optional[int]
         return _finish(report, CANNOT_RUN, reason=reason)
     try:
         for tower in towers:
-            report["towers"][tower] = _verify_tower(b, rt, tower, manifest["towers"][tower], tol, threads, log)
+            report["towers"][tower] = _verify_tower(b, rt, tower, manifest["towers"][tower],
+                                                    vectors.tolerance(manifest, tower), threads, log)
     except _CannotRun as e:
         report["towers"] = {}
         return _finish(report, CANNOT_RUN, reason=str(e))

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..errors import UserError
+from ..errors import UserError, unreadable_model
 
 
 def rss_mb() -> Optional[float]:
@@ -53,7 +53,12 @@ def measure_tower(req: dict, scope: str = "process") -> dict:
     base_rss = rss_mb()
 
     t0 = time.perf_counter()
-    first = runtimes.load(runtime, bundle, tower, threads, req.get("compute_units"), req.get("checkpoint"))
+    try:
+        first = runtimes.load(runtime, bundle, tower, threads, req.get("compute_units"), req.get("checkpoint"))
+    except Exception as e:  # a damaged file (--no-verify skipped the re-hash): each runtime has its own types
+        if isinstance(e, UserError) or runtime.startswith("torch"):  # torch rebuilds from weights, not the file
+            raise
+        raise unreadable_model(bundle.model_file(tower), runtime, e) from None
     cold_ms = (time.perf_counter() - t0) * 1e3
     first_call_ms = _timed(first.call)  # the first inference after a load (lazy init, allocations)
     del first

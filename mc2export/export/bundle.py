@@ -2,9 +2,11 @@
 
 A bundle is built in a hidden temporary directory next to ``--out`` (same filesystem) and renamed into
 place only after every model was exported and validated; any exception -- a validation failure, a
-``UserError``, Ctrl-C (``KeyboardInterrupt``) -- removes the temporary directory, so ``--out`` never
-holds half a bundle. With ``--force`` an existing ``--out`` is first renamed aside and deleted only
-after the new bundle is in place. The format is documented in ``docs/bundle.md``.
+``UserError``, Ctrl-C or SIGTERM (:mod:`mc2export.signals`) -- removes the temporary directory, so
+``--out`` never holds half a bundle; what a SIGKILL leaves is removed by the next run to that ``--out``.
+With ``--force`` an existing bundle at ``--out`` (only a bundle: :func:`check_replaceable`) is first
+renamed aside and deleted only after the new bundle is in place. The format is documented in
+``docs/bundle.md``.
 """
 from __future__ import annotations
 
@@ -19,33 +21,66 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 from ..errors import UserError
+from ..outputs import TMP_PREFIX, output_dir, sweep
 
 BUNDLE_FORMAT = "mc2export-bundle"
 BUNDLE_VERSION = 1
-_TMP_PREFIX = ".mc2export-tmp-"
 
 
 def check_out(out: Path, force: bool) -> Path:
-    """Fail early (``UserError``) when ``out`` cannot receive a bundle. Returns the absolute path."""
-    out = Path(out).expanduser()
-    out = out.absolute()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' exists and is not a directory: choose another path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out '{out}' exists and is not empty: pass --force to replace it, or choose another path")
-    parent = out.parent
-    probe = parent
-    while not probe.exists():  # the first existing ancestor decides whether we can create the parents
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to --out '{out}': '{probe}' is not a writable directory")
-    if out.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot replace --out '{out}': its folder '{parent}' is not writable")
+    """Fail early (``UserError``) when ``out`` cannot receive a bundle. Returns the absolute path.
+
+    ``--force`` replaces only a folder that is recognisably a bundle (see :func:`check_replaceable`).
+    What killed runs left beside ``out`` is cleaned up here, first (:func:`mc2export.outputs.sweep`)."""
+    out = Path(out).expanduser().absolute()
+    sweep(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"--out '{out}' exists and is not empty: pass --force to replace it (an mc2export "
+                            "bundle only), or choose another path")
+        check_replaceable(out)
+    output_dir(out, "--out", replace=True)
     return out
 
 
+def check_replaceable(out: Path) -> None:
+    """``--force`` deletes ``out``: only when it is an mc2export bundle (its config.json says so) holding
+    nothing but the files that config.json lists, and never the current folder or one that holds it."""
+    try:
+        here = Path.cwd().resolve()
+    except OSError:  # the current folder was deleted under us
+        here = None
+    real = out.resolve()
+    if here is not None and (real == here or real in here.parents):
+        raise UserError(f"--out '{out}' is the current folder or holds it: --force never replaces that; "
+                        "cd to another folder, or choose another --out")
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = None
+    if not isinstance(cfg, dict) or cfg.get("format") != BUNDLE_FORMAT:
+        raise UserError(f"--out '{out}' is not an mc2export bundle (it holds {_listing(out)}): --force replaces "
+                        "bundles only; choose another --out")
+    listed = set(cfg.get("files") or {}) | {"config.json"}
+    extra = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                   if not p.is_dir() and p.relative_to(out).as_posix() not in listed)
+    if extra:
+        raise UserError(f"--out '{out}' is an mc2export bundle but also holds files it does not list "
+                        f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): move them out first, "
+                        "or choose another --out")
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    more = ", ..." if len(names) > 3 else ""
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {', '.join(names[:3])}{more}"
+
+
 class AtomicDir:
-    """``with AtomicDir(out, force) as tmp:`` build in ``tmp``; on success ``out`` is replaced atomically."""
+    """``with AtomicDir(out, force) as tmp:`` build in ``tmp``; on success ``out`` is replaced atomically.
+
+    The temporary folders carry the pid (``.mc2export-tmp-<name>-<pid>-*``): those of a killed run are
+    removed by the next run to the same ``out`` (:func:`check_out`)."""
 
     def __init__(self, out: Path, force: bool):
         self.out = check_out(out, force)
@@ -56,7 +91,7 @@ class AtomicDir:
         parent = self.out.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{self.out.name}-", dir=parent))
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.out.name}-{os.getpid()}-", dir=parent))
         except OSError as e:
             raise UserError(f"cannot write to --out '{self.out}': {e.strerror or e}") from None
         return self.tmp
@@ -82,9 +117,14 @@ class AtomicDir:
         _normal_permissions(self.tmp)
         old = None
         if self.out.exists():
-            if any(self.out.iterdir()) and not self.force:  # appeared while we were exporting
-                raise UserError(f"--out '{self.out}' was filled while exporting: pass --force or choose another path")
-            old = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-{self.out.name}-", dir=self.out.parent))
+            if not any(self.out.iterdir()):
+                return self._fill()
+            if not self.force:  # filled while we were exporting
+                raise UserError(f"--out '{self.out}' was filled while exporting: pass --force or choose "
+                                "another path")
+            check_replaceable(self.out)  # and changed, maybe: check again
+            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{self.out.name}-{os.getpid()}-",
+                                        dir=self.out.parent))
             os.replace(self.out, old / "bundle")
         try:
             os.replace(self.tmp, self.out)
@@ -96,6 +136,24 @@ class AtomicDir:
         self.tmp = None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _fill(self) -> None:
+        """An empty ``out`` is filled in place, not replaced: it may be the current folder, or one the user
+        made with its own permissions. config.json, the mark of a bundle, moves last."""
+        assert self.tmp is not None
+        names = sorted(p.name for p in self.tmp.iterdir() if p.name != "config.json")
+        names += ["config.json"] if (self.tmp / "config.json").exists() else []
+        moved = []
+        try:
+            for n in names:
+                os.replace(self.tmp / n, self.out / n)
+                moved.append(n)
+        except OSError as e:
+            for n in moved:  # back into the temporary folder, which the caller removes
+                os.replace(self.out / n, self.tmp / n)
+            raise UserError(f"cannot move the bundle into '{self.out}': {e.strerror or e}") from None
+        self.tmp.rmdir()
+        self.tmp = None
 
 
 def _normal_permissions(root: Path) -> None:
@@ -211,5 +269,5 @@ def remove_tree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-__all__ = ["AtomicDir", "check_out", "sha256_file", "file_table", "path_size", "tool_versions", "write_json",
-           "now_iso", "verify_bundle", "human_bytes", "BUNDLE_FORMAT", "BUNDLE_VERSION"]
+__all__ = ["AtomicDir", "check_out", "check_replaceable", "sha256_file", "file_table", "path_size", "tool_versions",
+           "write_json", "now_iso", "verify_bundle", "human_bytes", "BUNDLE_FORMAT", "BUNDLE_VERSION"]

@@ -1,8 +1,9 @@
-"""``mc2export onnx | coreml | executorch``: the export commands (registered by :mod:`mc2export.cli`).
+"""``mc2export onnx | coreml | executorch | openvino``: the export commands (registered by :mod:`mc2export.cli`).
 
 Progress goes to stderr, the closing summary table to stdout. Exit codes: 0 done; 2 bad input
 (``UserError``, one line, nothing written); 3 the exported model failed validation (the figures and
-tolerance are printed, nothing written); 130 interrupted (nothing written).
+tolerance are printed, nothing written); 130 / 143 interrupted by SIGINT / SIGTERM (nothing written: the
+one interruption path of :mod:`mc2export.signals`, taken by cli.py's ``command``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ _HELP = {
     "coreml": "Export to Core ML (ML program, iOS17/macOS14, ImageType input; fp16 by default, the Neural Engine's "
               "precision), validated (prediction on macOS).",
     "executorch": "Export to ExecuTorch (.pte, XNNPACK or Core ML delegate), validated in ExecuTorch's runtime.",
+    "openvino": "Export to OpenVINO IR (.xml/.bin) for desktop/server CPUs, validated in OpenVINO with the bundle's "
+                "runtime properties.",
 }
 _PRECISION_HELP = {
     "onnx": "fp32, fp16 (fp16 weights+compute, fp32 I/O) or int8 (onnxruntime dynamic quantization)",
@@ -26,6 +29,8 @@ _PRECISION_HELP = {
               "palettized weights, fp16 compute)",
     "executorch": "fp32, fp16, int8 (XNNPACK PT2E: int8 weights, dynamic activations) or int8-static (image "
                   "activations calibrated: fastest on phones, may miss the 0.99 floor)",
+    "openvino": "fp32, bf16 (OpenVINO's bf16 inference precision; f32 on CPUs without bf16), int8 (NNCF post-training "
+                "quantization) or auto (per tower the fastest of these that holds its tolerance on this CPU)",
 }
 
 
@@ -44,7 +49,8 @@ def _make(fmt: str, command):
         towers: str = typer.Option("image,text", "--towers", help="Towers to export: image, text or image,text."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle directory (default: "
                                                                     "./<variant>-<format>-<precision>)."),
-        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
+        force: bool = typer.Option(False, "--force", help="Replace --out when it holds an mc2export bundle "
+                                                              "(anything else is refused)."),
         batch: int = typer.Option(1, "--batch", help="Fixed batch size of the exported models."),
         normalize: bool = typer.Option(True, "--normalize/--no-normalize",
                                        help="L2-normalize the output embeddings inside the models (default: yes)."),
@@ -52,24 +58,28 @@ def _make(fmt: str, command):
         delegate: Optional[str] = typer.Option(None, "--delegate", hidden=fmt != "executorch",
                                                help="ExecuTorch backend: xnnpack (default; CPU, Android and iOS) or "
                                                     "coreml (Core ML inside the .pte; iOS/macOS, fp32/fp16)."),
+        calibration: Optional[Path] = typer.Option(None, "--calibration", hidden=fmt != "openvino",
+                                                   help="int8 / auto: a folder of images (and captions.txt, one "
+                                                        "caption a line, for text) to calibrate NNCF's quantization "
+                                                        "on (default: the built-in probe set)."),
     ) -> None:
+        from .. import signals
         from . import export_bundle, summary_table
         from .validate import ValidationError
 
         def log(msg: str) -> None:
+            signals.check()  # between steps: an interrupt a toolchain swallowed stops the export here
             if not quiet:
                 typer.echo(msg, err=True)
 
         try:
             result = export_bundle(fmt, variant, out=out, checkpoint=checkpoint, pretrained=pretrained,
                                    random_weights=random_weights, precision=precision, towers=towers, force=force,
-                                   batch=batch, normalize=normalize, delegate=delegate, log=log)
+                                   batch=batch, normalize=normalize, delegate=delegate, calibration=calibration,
+                                   log=log)
         except ValidationError as e:
             typer.echo(f"export failed validation (nothing was written): {e}", err=True)
             raise typer.Exit(3)
-        except KeyboardInterrupt:  # click would turn it into "Aborted!" / exit 1
-            typer.echo("interrupted: nothing was written", err=True)
-            raise typer.Exit(130)
         typer.echo(summary_table(result))
 
     run.__name__ = f"export_{fmt}"
@@ -77,6 +87,6 @@ def _make(fmt: str, command):
 
 
 def register(app, command) -> None:
-    """Add the three export commands to ``app`` using cli.py's ``command`` decorator (UserError -> exit 2)."""
-    for fmt in ("onnx", "coreml", "executorch"):
+    """Add the export commands to ``app`` using cli.py's ``command`` decorator (UserError -> exit 2)."""
+    for fmt in ("onnx", "coreml", "executorch", "openvino"):
         _make(fmt, command)

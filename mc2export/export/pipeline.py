@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from ..errors import UserError
 
-FORMATS = ("onnx", "coreml", "executorch")
+FORMATS = ("onnx", "coreml", "executorch", "openvino")
 TOWERS = ("image", "text")
 # Core ML defaults to fp16, the Neural Engine's precision: an fp32 ML program runs on the CPU/GPU only
 DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "executorch": "fp32"}
@@ -172,10 +172,13 @@ def default_out(fmt: str, variant: str, precision: str, delegate: Optional[str] 
 def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrained: bool = False,
                   random_weights: bool = False, precision: Optional[str] = None, towers=TOWERS, force: bool = False,
                   batch: int = 1, normalize: bool = True, delegate: Optional[str] = None,
+                  calibration: Optional[Path] = None,
                   log: Callable[[str], None] = lambda s: None, _hooks: Optional[dict] = None) -> dict:
     """Export, validate and write a bundle; returns the summary (also what ``validation.json`` holds).
 
     ``precision`` defaults to :data:`DEFAULT_PRECISION` (fp16 for Core ML, fp32 otherwise).
+    ``calibration``: a folder of images (+ ``captions.txt``) for OpenVINO's int8 / auto quantization.
+
     Raises ``UserError`` for bad input (nothing is written) and :class:`.validate.ValidationError`
     when an exported model does not reproduce the folded model (nothing is written either).
     """
@@ -205,6 +208,10 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         format_module(fmt).check_delegate(delegate, precision)
     elif delegate not in (None, ""):
         raise UserError(f"--delegate is an ExecuTorch option (xnnpack or coreml), not one of {fmt}")
+    if calibration is not None and not (fmt == "openvino" and precision in ("int8", "auto")):
+        raise UserError("--calibration is for `mc2export openvino --precision int8|auto` (NNCF's calibration set)")
+    if calibration is not None and not Path(calibration).is_dir():
+        raise UserError(f"--calibration '{calibration}' is not a folder: pass a folder of images (and captions.txt)")
     out = Path(out) if out is not None else default_out(fmt, vid, precision, delegate)
     B.check_out(out, force)
     fmt_mod = format_module(fmt)
@@ -253,7 +260,7 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
                 hooks["before_export"](tower)
             with quiet_toolchains():
                 info = fmt_mod.export(tower, wrapper, example, tmp, precision, meta, scratch, log=log, card=card,
-                                      calibration=probe, delegate=delegate)
+                                      calibration=probe, delegate=delegate, calibration_dir=calibration)
             t_export = time.perf_counter() - t1
             info["contract"] = contract
             if fmt == "coreml" or info.get("delegate") == "CoreML":
@@ -323,8 +330,9 @@ def _write_vectors(folder, exported, probe, precision, normalize, card, V) -> No
     from . import vectors
 
     ref = {t: val["_ref"] for t, (_, val) in exported.items()}
+    chosen = {t: info["precision"] for t, (info, _) in exported.items() if info.get("precision", precision) != precision}
     vectors.write(folder, precision=precision, tolerance=V.tolerance_for(precision), normalized=normalize,
-                  embed_dim=card["embed_dim"],
+                  embed_dim=card["embed_dim"], per_tower={t: (p, V.tolerance_for(p)) for t, p in chosen.items()},
                   image=(probe["image_uint8"], ref["image"]) if "image" in ref else None,
                   text=(probe["text"].numpy(), ref["text"], V.probe_texts()) if "text" in ref else None)
 
@@ -350,7 +358,7 @@ def _validate_tower(fmt_mod, fmt, tower, folder, info, wrapper, ref_wrapper, pro
     bad_io = V.check_io(io, expected)
     ours = V.run_batched(run, x, len(x) if getattr(run, "any_batch", False) else batch)
     figures = V.compare(ours, ref)
-    tol = V.tolerance_for(precision)
+    tol = V.tolerance_for(info.get("precision", precision))  # OpenVINO auto: the tower's chosen precision
     bad = V.check(figures, tol)
     val = {"files": info["files"], "io": io, "io_ok": not bad_io, "prediction": how, **figures, "tolerance": tol,
            "activation_absmax_fp32": headroom, "passed": not bad and not bad_io,
@@ -378,7 +386,7 @@ def _config(card, fmt, precision, batch, normalize, weights, logit_scale, export
                          **{k: v for k, v in info.items() if k in ("opset", "exporter", "external_data", "int8",
                                                                     "fp16", "compression", "deployment_target",
                                                                     "delegate", "compute_precision", "quantization",
-                                                                    "compute_units")}}
+                                                                    "compute_units", "openvino", "auto")}}
     return {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "created": now_iso(),
         "runtime": fmt, "variant": card["id"], "name": card["name"], "family": card["family"],
@@ -410,7 +418,8 @@ def summary_table(result: dict) -> str:
     for tower, val in result["towers"].items():
         size = sum(result["files"][f]["bytes"] for f in result["files"]
                    if any(f == n or f.startswith(n + "/") for n in val["files"]))
-        rows.append((", ".join(val["files"]), human_bytes(size), result["precision"], f"{val['cosine_min']:.6f}",
+        rows.append((", ".join(val["files"]), human_bytes(size), val.get("precision", result["precision"]),
+                     f"{val['cosine_min']:.6f}",
                      f"{val['max_abs_over_std']:.1e}", _short_how(val["prediction"]),
                      f"{val['export_seconds'] + val['validate_seconds']:.1f}s"))
     other = [f for f in result["files"] if not any(f == n or f.startswith(n + "/")
@@ -430,6 +439,8 @@ def summary_table(result: dict) -> str:
         tail.append(f"Core ML compute units: {' / '.join(sorted(units))}"
                     + (" -- fp32 runs on the CPU/GPU only, never the Neural Engine (it computes in fp16): export "
                        "--precision fp16 (the default) for the Neural Engine" if result["precision"] == "fp32" else ""))
+    tail += [f"{t}: {v['auto']['reason']}" for t, v in result["towers"].items() if v.get("auto")]
+    tail += [f"{t}: validated as {v['prediction']}" for t, v in result["towers"].items() if "no bf16" in str(v["prediction"])]
     skipped = [t for t, v in result["towers"].items() if str(v["prediction"]).startswith("skipped")]
     if skipped:
         tail.append("Core ML prediction was SKIPPED (needs macOS): the saved programs were checked (I/O, metadata) "

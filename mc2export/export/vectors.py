@@ -35,14 +35,17 @@ _DTYPES = {"uint8": "<u1", "int32": "<i4", "float32": "<f4"}
 
 def tier(precision: str) -> str:
     """The tolerance tier of a precision (``validate.tolerance_for``'s grouping)."""
-    return precision if precision in ("fp32", "fp16") else "compressed"
+    return precision if precision in ("fp32", "fp16", "bf16") else "compressed"
 
 
 def write(folder: Path, *, precision: str, tolerance: dict, normalized: bool, embed_dim: int,
-          image: Optional[tuple] = None, text: Optional[tuple] = None) -> dict:
+          image: Optional[tuple] = None, text: Optional[tuple] = None, per_tower: Optional[dict] = None) -> dict:
     """Write ``folder/verify/``. ``image``: (uint8 ``[N, R, R, 3]`` probe images, fp32 reference ``[N, D]``);
     ``text``: (int32 ``[M, 77]`` probe tokens, fp32 reference ``[M, D]``, the probe texts). Full probe sets:
-    the rows of ``IMAGE_ROWS`` / ``TEXT_ROWS`` are taken here. Returns the manifest."""
+    the rows of ``IMAGE_ROWS`` / ``TEXT_ROWS`` are taken here. ``per_tower``: {tower: (precision,
+    tolerance)} where a tower's precision is not the bundle's (OpenVINO ``auto`` chooses per tower): the
+    tower's entry then carries its own ``precision`` / ``tier`` / ``tolerance``, and the bundle-level
+    tolerance is the loosest. Returns the manifest."""
     out = Path(folder) / DIR
     out.mkdir(parents=True, exist_ok=True)
     towers = {}
@@ -57,6 +60,9 @@ def write(folder: Path, *, precision: str, tolerance: dict, normalized: bool, em
         entry = {"inputs": {"file": f"{DIR}/{in_name}", "dtype": in_dtype, "shape": list(inputs.shape)},
                  "expected": {"file": f"{DIR}/{exp_name}", "dtype": "float32", "shape": list(expected.shape)},
                  "probe_rows": list(rows)}
+        if per_tower and tower in per_tower:
+            p, tol = per_tower[tower]
+            entry.update(precision=p, tier=tier(p), tolerance=dict(tol))
         if tower == "image":
             entry["inputs"]["layout"] = "NHWC RGB"
         else:
@@ -71,6 +77,11 @@ def write(folder: Path, *, precision: str, tolerance: dict, normalized: bool, em
 
 def _save(path: Path, array: np.ndarray, dtype: str) -> None:
     path.write_bytes(np.ascontiguousarray(array, dtype=_DTYPES[dtype]).tobytes())
+
+
+def tolerance(manifest: dict, tower: str) -> dict:
+    """The tolerance ``tower``'s outputs must hold: its own where the manifest gives one, else the bundle's."""
+    return manifest["towers"][tower].get("tolerance") or manifest["tolerance"]
 
 
 def read(bundle: Path) -> dict:
@@ -92,6 +103,8 @@ def read(bundle: Path) -> dict:
                 raise ValueError(f"{tower}: {len(entry['inputs']['array'])} inputs, "
                                  f"{len(entry['expected']['array'])} expected rows")
         float(manifest["tolerance"]["cosine_min"])
+        for tower in towers:
+            float(tolerance(manifest, tower)["cosine_min"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"bundle '{bundle}' has unreadable verification vectors ({e.__class__.__name__}: {e}): "
                         f"{hint}") from None
@@ -114,4 +127,4 @@ def model_input(tower: str, rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.int32)
 
 
-__all__ = ["DIR", "MANIFEST", "IMAGE_ROWS", "TEXT_ROWS", "write", "read", "model_input", "tier"]
+__all__ = ["DIR", "MANIFEST", "IMAGE_ROWS", "TEXT_ROWS", "write", "read", "tolerance", "model_input", "tier"]

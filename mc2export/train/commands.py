@@ -30,7 +30,7 @@ def _floats(text: Optional[str], name: str) -> Optional[List[float]]:
 
 
 def register(app: typer.Typer, command) -> None:
-    @command("reinforce")
+    @command("reinforce", interrupted="finished shards are kept: run the same command again to resume")
     def reinforce_cmd(
         src: List[str] = typer.Argument(..., help="Image folder (class_name/*.jpg) or webdataset tars with jpg/png + "
                                         "txt: a directory of .tar, files, or a {000..009} pattern."),
@@ -73,7 +73,7 @@ def register(app: typer.Typer, command) -> None:
                                                                             "--teacher-logit-scales"),
                                   batch_size=batch_size, seed=seed, device=device))
 
-    @command("train")
+    @command("train", interrupted="the checkpoints written so far are kept: continue with --resume latest")
     def train_cmd(
         data: List[str] = typer.Argument(..., help="Reinforced data (a reinforce --out directory, or DataCompDR "
                                          "tars), or plain image-text tars / an image folder with --lambda 0."),
@@ -151,12 +151,16 @@ def register(app: typer.Typer, command) -> None:
         """Zero-shot top-1 / top-5 accuracy of a model on an image-folder dataset."""
         import json
 
-        from ..cli import load_model
+        from ..options import load_model
+        from ..outputs import output_file, write_atomic
+        from .data import list_image_folder
         from .evaluate import zeroshot_folder
 
         if sum(x is not None and x is not False for x in (checkpoint, bundle, pretrained or None)) != 1:
             raise UserError("pass one of --checkpoint FILE (e.g. a trained model.safetensors), --bundle DIR, "
                             "or --pretrained --variant V")
+        json_out = output_file(json_out, "--json") if json_out is not None else None
+        list_image_folder(data)  # a wrong folder fails before the model loads
         if bundle is not None:
             from .evaluate import BundleModel
 
@@ -170,5 +174,4 @@ def register(app: typer.Typer, command) -> None:
         typer.echo(f"{model.variant}: zero-shot top-1 {r['top1']:.4f}, top-5 {r['top5']:.4f} on {r['n']} images "
                    f"of {r['classes']} classes (chance {r['chance']:.4f}; {templates} templates)")
         if json_out:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
+            write_atomic(json_out, json.dumps(r, indent=1) + "\n")

@@ -102,6 +102,9 @@ def _brace_expand(spec: str) -> List[str]:
     return [x for item in items for x in _brace_expand(head + item + tail)]
 
 
+DATA_HINT = "pass an image folder (class_name/*.jpg), webdataset .tar shards or a reinforce --out folder"
+
+
 def expand_shards(specs) -> List[str]:
     """Tar paths from a directory (its ``*.tar``), a file, a glob or a brace pattern (or a list of these)."""
     if isinstance(specs, (str, os.PathLike)):
@@ -111,18 +114,24 @@ def expand_shards(specs) -> List[str]:
         spec = str(spec)
         p = Path(spec)
         if p.is_dir():
-            found = sorted(str(x) for x in p.iterdir() if x.name.endswith((".tar", ".tar.gz", ".tgz")))
+            entries = sorted(p.iterdir())
+            found = [str(x) for x in entries if x.name.endswith((".tar", ".tar.gz", ".tgz"))]
+            if not entries:
+                raise UserError(f"'{p}' is empty: {DATA_HINT}")
             if not found:
-                raise UserError(f"no .tar shards in '{p}'")
+                names = ", ".join(x.name for x in entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise UserError(f"'{p}' holds neither .tar shards nor class folders ({names}): {DATA_HINT}")
             out += found
             continue
         for item in _brace_expand(spec):
             matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
             if not matches:
-                raise UserError(f"no shard matches '{item}'")
+                raise UserError(f"no file matches '{item}': {DATA_HINT}")
             for x in matches:
+                if not Path(x).exists():
+                    raise UserError(f"'{x}' not found: {DATA_HINT}")
                 if not Path(x).is_file():
-                    raise UserError(f"shard not found: '{x}'")
+                    raise UserError(f"'{x}' is not a .tar shard: {DATA_HINT}")
                 out.append(x)
     return out
 
@@ -254,6 +263,8 @@ def decode_embeddings(sample: Dict[str, bytes]) -> Dict[str, np.ndarray]:
 def list_image_folder(root: str | os.PathLike) -> Tuple[List[str], List[Tuple[str, int]]]:
     """(sorted class folder names, [(image path, class index)]) of a ``class_name/*.jpg`` folder."""
     root = Path(root)
+    if root.is_file():
+        raise UserError(f"'{root}' is a file: pass the image folder (class_name/*.jpg) that holds it")
     if not root.is_dir():
         raise UserError(f"image folder not found: '{root}'")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -619,10 +630,11 @@ def read_manifest(data: str | os.PathLike) -> Optional[dict]:
         raise UserError(f"cannot read '{m}': {e}") from None
 
 
-def write_json_atomic(path: Path, obj, tag: str = "") -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{tag}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, obj) -> None:
+    """Atomically, with a temporary name unique to the process (ranks may write the same file)."""
+    from ..outputs import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 __all__ = ["Stats", "merge_stats", "expand_shards", "iter_members", "iter_samples", "split_key", "ShardWriter",

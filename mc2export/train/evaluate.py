@@ -44,7 +44,7 @@ class BundleModel:
         from ..export import format_module
         from ..preprocess import PreprocessConfig, build_transform
 
-        self.bundle = b = load_bundle(path)
+        self.bundle = b = load_bundle(path, skip_option=None)
         cfg = b.config
         missing = [t for t in ("image", "text") if t not in b.towers]
         if missing:
@@ -55,12 +55,23 @@ class BundleModel:
         self.logit_scale = torch.tensor(float(cfg.get("logit_scale", 100.0))).log()
         self.device = torch.device("cpu")
         mod = format_module(b.format)
-        self._run = {t: mod.runner(b.path, t, cfg["models"][t], card=None)[0] for t in ("image", "text")}
+        self._run = {t: self._runner(mod, b, t) for t in ("image", "text")}
         pre = dict(cfg["preprocess"])
         # ONNX / ExecuTorch take uint8/255 pixels and normalize inside; Core ML takes the pixel buffer
         self.transform = build_transform(PreprocessConfig(resolution=int(pre["resolution"]),
                                                           interpolation=pre["interpolation"],
                                                           mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+
+    @staticmethod
+    def _runner(mod, b, tower: str):
+        from ..errors import unreadable_model
+
+        try:
+            return mod.runner(b.path, tower, b.config["models"][tower], card=None)[0]
+        except UserError:
+            raise
+        except Exception as e:  # each runtime raises its own types (protobuf, flatbuffer, ...)
+            raise unreadable_model(b.model_file(tower), b.format, e) from None
 
     def _batched(self, tower: str, x, normalize: bool) -> torch.Tensor:
         import numpy as np

@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..errors import UserError
+from ..outputs import output_dir, run_folder
 from .augment import AugmentConfig, draw, replay, sample_rng, to_tensor
 from .data import (FORMAT, MANIFEST, SampleError, ShardWriter, Source, Stats, decode_image, encode_embeddings,
                    image_entry, write_json_atomic)
@@ -254,6 +255,7 @@ def _manifest(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], aug
 
 
 def reinforce(cfg: ReinforceConfig) -> dict:
+    output_dir(cfg.out, "--out")
     if cfg.num_aug < 1:
         raise UserError("--num-aug must be at least 1")
     if cfg.emb_format not in ("npz", "pth.gz"):
@@ -278,8 +280,14 @@ def reinforce(cfg: ReinforceConfig) -> dict:
     if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
         raise UserError(f"--crop-scale must be two numbers 0 < lo <= hi <= 1, got {cfg.crop_scale!r}")
     aug = AugmentConfig(size=cfg.aug_size or teachers[0].resolution, scale=scale, rand_augment=cfg.rand_augment)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # one process: a run that ends without a finished shard takes its folder away again (ranks share it)
+    keep = (lambda d: True) if world > 1 else (lambda d: any(d.glob("shard-*.tar")))
+    with run_folder(cfg.out, keep) as out:
+        return _reinforce(cfg, source, teachers, captioner, aug, out, rank, world)
+
+
+def _reinforce(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], captioner: Captioner,
+               aug: AugmentConfig, out: Path, rank: int, world: int) -> dict:
     manifest = _manifest(cfg, source, teachers, aug, captioner)
     mpath = out / MANIFEST
     if mpath.is_file():
@@ -291,7 +299,7 @@ def reinforce(cfg: ReinforceConfig) -> dict:
             raise UserError(f"'{out}' holds reinforced data made with other settings ({', '.join(diff)} differ): "
                             "use a new --out, or rerun with the same settings to resume")
     else:
-        write_json_atomic(mpath, manifest, tag=f".r{rank}")
+        write_json_atomic(mpath, manifest)
 
     mine = [i for i in range(len(source)) if i % world == rank]
     todo = [i for i in mine if not (out / f"shard-{i:06d}.tar").is_file()]
@@ -307,7 +315,7 @@ def reinforce(cfg: ReinforceConfig) -> dict:
         count = _reinforce_shard(i, source, teachers, captioner, aug, cfg, out / f"shard-{i:06d}.tar", stats,
                                  progress=_Progress(f"{prefix}shard {i} ({n}/{len(todo)})", t0, done_samples))
         done_samples += count
-        write_json_atomic(out / f"shard-{i:06d}.stats.json", {"samples": count, **stats.as_dict()})
+        write_json_atomic(out / f"shard-{i:06d}.stats.json", {**stats.as_dict(), "samples": count})
         for k in ("shards", "corrupt_shards", "samples", "skipped"):
             setattr(total, k, getattr(total, k) + getattr(stats, k))
         total.reasons.update(stats.reasons)
@@ -315,6 +323,13 @@ def reinforce(cfg: ReinforceConfig) -> dict:
               + (f", {stats.skipped} skipped" if stats.skipped else "")
               + (", SOURCE SHARD CORRUPT (kept the samples before the damage)" if stats.corrupt_shards else "")
               + f"; {done_samples / max(time.time() - t0, 1e-9):.1f} samples/s", file=sys.stderr, flush=True)
+    if todo and done_samples == 0:  # every image unreadable: empty shards would count as done on a rerun
+        for i in todo:
+            for f in (out / f"shard-{i:06d}.tar", out / f"shard-{i:06d}.stats.json"):
+                f.unlink(missing_ok=True)
+        why = ", ".join(f"{k}: {v}" for k, v in total.reasons.items()) or "the source holds no image-text samples"
+        raise UserError(f"{prefix}no usable sample in {cfg.src[0] if len(cfg.src) == 1 else cfg.src} ({why}): "
+                        "check the images (are they JPEG/PNG/WebP files?) and run again")
     summary = {"rank": rank, "world": world, "shards_written": len(todo), "samples_written": done_samples,
                "skipped": total.skipped, "corrupt_source_shards": total.corrupt_shards,
                "reasons": dict(total.reasons), "seconds": round(time.time() - t0, 2), "out": str(out)}

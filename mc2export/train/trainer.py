@@ -30,6 +30,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import UserError
+from ..outputs import output_dir, run_folder
 
 
 @dataclass
@@ -341,22 +342,48 @@ def train(cfg: TrainConfig) -> Path:
     from .data import batches, merge_stats
     from .loss import LossConfig
 
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.save_every < 1 or cfg.log_every < 1:
-        raise UserError("--steps, --batch-size, --save-every and --log-every must be positive")
-    if cfg.captions not in ("both", "gt"):
-        raise UserError(f"--captions must be both or gt, got {cfg.captions!r}")
-    if not 0.0 <= cfg.lam <= 1.0:
-        raise UserError(f"--lambda must be within [0, 1], got {cfg.lam}")
+    output_dir(cfg.out, "--out")
+    check_config(cfg)
     d = init_distributed(cfg.device)
+    # one process: a run that fails before its first checkpoint or log record leaves no folder behind
+    keep = (lambda out: True) if d.world > 1 else _has_progress
     try:
-        return _train(cfg, d, batches, merge_stats, LossConfig, save_checkpoint)
+        with run_folder(cfg.out, keep) as out:
+            return _train(cfg, out, d, batches, merge_stats, LossConfig, save_checkpoint)
     finally:
         close_distributed()
 
 
-def _train(cfg, d, batches, merge_stats, LossConfig, save_checkpoint) -> Path:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+def check_config(cfg: TrainConfig) -> None:
+    """Every number of the config in its range, before anything is loaded (one line each, exit 2)."""
+    def need(ok: bool, what: str, value) -> None:
+        if not ok:
+            raise UserError(f"{what}, got {value!r}")
+
+    for name in ("steps", "batch_size", "save_every", "log_every", "keep", "shuffle_buffer"):
+        need(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be at least 1", getattr(cfg, name))
+    need(cfg.warmup >= 0, "--warmup must be 0 or more", cfg.warmup)
+    need(cfg.workers >= 0, "--workers must be 0 or more", cfg.workers)
+    need(math.isfinite(cfg.lr) and cfg.lr > 0, "--lr must be a positive number, e.g. 1e-3", cfg.lr)
+    need(math.isfinite(cfg.min_lr) and 0 <= cfg.min_lr <= cfg.lr, "--min-lr must be within [0, --lr]", cfg.min_lr)
+    need(math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0, "--wd must be 0 or more", cfg.weight_decay)
+    need(0 <= cfg.beta1 < 1, "--beta1 must be within [0, 1)", cfg.beta1)
+    need(0 <= cfg.beta2 < 1, "--beta2 must be within [0, 1)", cfg.beta2)
+    need(math.isfinite(cfg.eps) and cfg.eps > 0, "--eps must be a positive number, e.g. 1e-6", cfg.eps)
+    need(math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0, "--grad-clip must be a positive number",
+         cfg.grad_clip)
+    need(0.0 <= cfg.lam <= 1.0, "--lambda must be within [0, 1]", cfg.lam)
+    need(cfg.captions in ("both", "gt"), "--captions must be both or gt", cfg.captions)
+    need(cfg.precision in ("auto", "bf16", "fp32"), "--precision must be auto, bf16 or fp32", cfg.precision)
+
+
+def _has_progress(out: Path) -> bool:
+    log_path = out / "log.jsonl"
+    return bool(list_checkpoints(out)) or (log_path.is_file() and log_path.stat().st_size > 0)
+
+
+def _train(cfg, out, d, batches, merge_stats, LossConfig, save_checkpoint) -> Path:
+    out = Path(out)
     log_path = out / "log.jsonl"
     torch.manual_seed(cfg.seed)
 
@@ -406,8 +433,6 @@ def _train(cfg, d, batches, merge_stats, LossConfig, save_checkpoint) -> Path:
         torch.set_rng_state(state["rng"])
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda"
                                        and torch.cuda.is_bf16_supported())
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        raise UserError(f"--precision must be auto, bf16 or fp32, got {cfg.precision!r}")
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     start = int(state["step"]) if state is not None else 0

@@ -1,3 +1,5 @@
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     id("com.android.application")
     id("org.jetbrains.kotlin.android")
@@ -29,6 +31,8 @@ android {
     sourceSets["main"].java.srcDirs("src/main/kotlin", "src/$mc2Runtime/kotlin")
 
     buildTypes {
+        // debug is debuggable (what `adb shell run-as` needs to read the benchmark JSON: mc2export bench --app);
+        // release is not -- the manifest never hard-codes android:debuggable (release lint makes that fatal).
         release {
             isMinifyEnabled = false
         }
@@ -41,10 +45,14 @@ android {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
     }
-    kotlinOptions { jvmTarget = "17" }
     // Bundles can be packaged as assets (app/src/main/assets/bundle/): keep the model files uncompressed.
     androidResources { noCompress += listOf("pte", "onnx", "json", "txt") }
     packaging { jniLibs { useLegacyPackaging = true } }
+}
+
+// JVM target 17 on whatever JDK runs Gradle (>= 17; Android Studio's bundled one works): no toolchain needed.
+kotlin {
+    compilerOptions { jvmTarget.set(JvmTarget.JVM_17) }
 }
 
 dependencies {
@@ -56,6 +64,7 @@ dependencies {
     implementation("androidx.compose.ui:ui-tooling-preview")
     implementation("androidx.activity:activity-compose:1.9.3")
     implementation("androidx.lifecycle:lifecycle-runtime-compose:2.8.7")
+    implementation("androidx.lifecycle:lifecycle-viewmodel-ktx:2.8.7")  // state survives rotation (MainViewModel)
     implementation("androidx.exifinterface:exifinterface:1.3.7")
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.9.0")
 

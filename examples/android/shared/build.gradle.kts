@@ -1,12 +1,20 @@
 // Plain Kotlin/JVM module: the tokenizer, preprocessing, bundle config, zero-shot math, photo index and
 // benchmark document of the app, with no Android imports -- tested on the JVM against ../shared/vectors
 // (`./gradlew :shared:test`, or without Gradle: ./run_jvm_tests.sh with kotlinc).
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     id("org.jetbrains.kotlin.jvm")
 }
 
+// A JVM *target*, not a toolchain: any JDK >= 17 builds it -- Android Studio's bundled JDK (17 or 21) included.
+// (jvmToolchain(17) made Gradle look for exactly a JDK 17 and fail without one or a toolchain resolver.)
+java {
+    sourceCompatibility = JavaVersion.VERSION_17
+    targetCompatibility = JavaVersion.VERSION_17
+}
 kotlin {
-    jvmToolchain(17)
+    compilerOptions { jvmTarget.set(JvmTarget.JVM_17) }
 }
 
 dependencies {

@@ -10,6 +10,8 @@
 #   MC2_VECTORS=DIR    the vectors (default: examples/shared/vectors)
 #   MC2_BENCH_OUT=FILE a benchmark document the tests build is written there (the pytest wrapper validates
 #                      it against mc2export/bench/schema.json)
+#   MC2_VERIFY=DIR     a small bundle folder with verify/ and fake_model/ (tests/test_kotlin_shared.py writes it):
+#                      VerifyTest runs the verify/ reader on it (skipped without)
 #   MC2_JVM_BUILD=DIR  where classes go (default: a folder under $TMPDIR keyed by the sources' hash, so an
 #                      unchanged tree is compiled once)
 #   JUNIT_JAR, HAMCREST_JAR, KOTLIN_STDLIB   jar locations (default: /usr/share/java/...)
@@ -65,6 +67,8 @@ VECTORS="${MC2_VECTORS:-$REPO/examples/shared/vectors}"
 PROPS=(-Dmc2.vectors="$VECTORS")
 if [ -n "${MC2_VOCAB:-}" ]; then PROPS+=(-Dmc2.vocab="$MC2_VOCAB"); fi
 if [ -n "${MC2_BENCH_OUT:-}" ]; then PROPS+=(-Dmc2.benchOut="$MC2_BENCH_OUT"); fi
+if [ -n "${MC2_VERIFY:-}" ]; then PROPS+=(-Dmc2.verify="$MC2_VERIFY"); fi
 cd "$REPO"
 exec java "${PROPS[@]}" -cp "$CLASSES:$JUNIT_JAR:$HAMCREST_JAR:$KOTLIN_STDLIB" org.junit.runner.JUnitCore \
-  com.mc2export.shared.TokenizerTest com.mc2export.shared.PreprocessTest com.mc2export.shared.AppLogicTest
+  com.mc2export.shared.TokenizerTest com.mc2export.shared.PreprocessTest com.mc2export.shared.AppLogicTest \
+  com.mc2export.shared.VerifyTest

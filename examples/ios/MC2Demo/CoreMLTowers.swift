@@ -56,8 +56,9 @@ final class CoreMLTowers {
         return target
     }
 
-    /// The image embedding of a center crop (ImageType input: a 32BGRA pixel buffer of R x R; MultiArray: floats).
-    func embedImage(_ crop: CroppedImage, config: BundleConfig) throws -> [Float] {
+    /// The image model's input for a center crop, built once (the benchmark times `prediction(from:)` on it alone):
+    /// ImageType -> an R x R 32BGRA pixel buffer, MultiArray -> float32 NCHW.
+    func imageInput(_ crop: CroppedImage, config: BundleConfig) throws -> MLFeatureProvider {
         guard let m = image else { throw BundleError("this bundle has no image model") }
         let inputName = m.modelDescription.inputDescriptionsByName.keys.first ?? "image"
         let desc = m.modelDescription.inputDescriptionsByName[inputName]
@@ -73,18 +74,27 @@ final class CoreMLTowers {
             for i in 0..<x.count { p[i] = x[i] }
             value = MLFeatureValue(multiArray: arr)
         }
-        let out = try m.prediction(from: MLDictionaryFeatureProvider(dictionary: [inputName: value]))
-        return try CoreMLTowers.floats(out)
+        return try MLDictionaryFeatureProvider(dictionary: [inputName: value])
     }
 
-    func embedText(_ row: [Int32]) throws -> [Float] {
+    func textInput(_ row: [Int32]) throws -> MLFeatureProvider {
         guard let m = text else { throw BundleError("this bundle has no text model") }
         let inputName = m.modelDescription.inputDescriptionsByName.keys.first ?? "tokens"
         let arr = try MLMultiArray(shape: [1, NSNumber(value: row.count)], dataType: .int32)
         let p = arr.dataPointer.bindMemory(to: Int32.self, capacity: row.count)
         for i in 0..<row.count { p[i] = row[i] }
-        let out = try m.prediction(from: MLDictionaryFeatureProvider(dictionary: [inputName: MLFeatureValue(multiArray: arr)]))
-        return try CoreMLTowers.floats(out)
+        return try MLDictionaryFeatureProvider(dictionary: [inputName: MLFeatureValue(multiArray: arr)])
+    }
+
+    /// The image embedding of a center crop (the model's output as is).
+    func embedImage(_ crop: CroppedImage, config: BundleConfig) throws -> [Float] {
+        guard let m = image else { throw BundleError("this bundle has no image model") }
+        return try CoreMLTowers.floats(m.prediction(from: imageInput(crop, config: config)))
+    }
+
+    func embedText(_ row: [Int32]) throws -> [Float] {
+        guard let m = text else { throw BundleError("this bundle has no text model") }
+        return try CoreMLTowers.floats(m.prediction(from: textInput(row)))
     }
 
     static func floats(_ out: MLFeatureProvider) throws -> [Float] {

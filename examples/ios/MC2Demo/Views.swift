@@ -10,6 +10,12 @@ struct ContentView: View {
         VStack(alignment: .leading, spacing: 6) {
             Text(model.status).font(.footnote).bold()
             if let e = model.error { Text(e).font(.footnote).foregroundColor(.red) }
+            if !model.verifyLines.isEmpty {
+                // the bundle's verify/ vectors, run on this device when the bundle loaded: verdict and figures
+                Text(model.verifyLines.joined(separator: "\n"))
+                    .font(.system(.caption2, design: .monospaced))
+                    .foregroundColor(model.verifyStatus == "passed" ? .green : model.verifyStatus == "absent" ? .orange : .red)
+            }
             Button("Reload bundle") { Task { await model.reload() } }.font(.footnote)
             TabView {
                 ClassifyView().tabItem { Label("Classify", systemImage: "camera") }
@@ -25,7 +31,6 @@ struct ClassifyView: View {
     @EnvironmentObject var model: AppModel
     @State private var pickerItem: PhotosPickerItem?
     @State private var cameraOn = false
-    @State private var camera = CameraController()
 
     var body: some View {
         ScrollView {
@@ -34,10 +39,14 @@ struct ClassifyView: View {
                 Toggle("80 prompt templates (default 7)", isOn: $model.useOpenAITemplates)
                 HStack {
                     Button(cameraOn ? "Stop camera" : "Camera") { toggleCamera() }.buttonStyle(.borderedProminent)
-                    PhotosPicker("Pick photo", selection: $pickerItem, matching: .images).buttonStyle(.bordered)
+                    // .current: the file as stored (no transcoding to JPEG): the pixels and EXIF orientation Python reads
+                    PhotosPicker(selection: $pickerItem, matching: .images, preferredItemEncoding: .current) {
+                        Text("Pick photo")
+                    }.buttonStyle(.bordered)
                 }
                 if cameraOn {
-                    CameraPreview(session: camera.session).frame(height: 300)
+                    CameraPreview(session: model.camera.session).frame(height: 300)
+                    Text("frames dropped while the model ran: \(model.framesDropped)").font(.caption2)
                 } else if let crop = model.pickedCrop {
                     Image(decorative: crop, scale: 1).resizable().frame(width: 224, height: 224)
                     Text("What the model sees: resized and center-cropped, never squashed").font(.caption)
@@ -54,24 +63,27 @@ struct ClassifyView: View {
         .onChange(of: pickerItem) { _, item in
             guard let item else { return }
             cameraOn = false
-            camera.stop()
-            Task {
+            model.camera.stop()
+            Task { @MainActor in
                 // the original file data: EXIF orientation is read and applied by the shared preprocessing
-                if let data = try? await item.loadTransferable(type: Data.self) { model.classifyPicked(data) }
+                if let data = try? await item.loadTransferable(type: Data.self) { await model.classifyPicked(data) }
                 else { model.warning = "Cannot load this photo" }
             }
         }
-        .onDisappear { camera.stop(); cameraOn = false }
+        .onChange(of: model.labels) { _, _ in if cameraOn { Task { await model.prepareLabels() } } }
+        .onChange(of: model.useOpenAITemplates) { _, _ in if cameraOn { Task { await model.prepareLabels() } } }
+        .onDisappear { model.camera.stop(); cameraOn = false }
     }
 
-    private func toggleCamera() {
-        if cameraOn { camera.stop(); cameraOn = false; return }
-        AVCaptureDevice.requestAccess(for: .video) { granted in
-            Task { @MainActor in
-                guard granted else { model.warning = "Camera access denied: pick a photo instead"; return }
-                camera.onFrame = { pb in Task { @MainActor in model.classifyFrame(pb, orientation: 6) } }  // portrait, back camera
-                if let err = camera.start() { model.warning = err } else { cameraOn = true }
+    @MainActor private func toggleCamera() {
+        if cameraOn { model.camera.stop(); cameraOn = false; return }
+        Task { @MainActor in
+            guard await AVCaptureDevice.requestAccess(for: .video) else {
+                model.warning = "Camera access denied: pick a photo instead"
+                return
             }
+            await model.prepareLabels()  // class embeddings first: frames are classified against them
+            if let err = model.camera.start() { model.warning = err } else { cameraOn = true }
         }
     }
 }
@@ -86,8 +98,8 @@ struct SearchView: View {
                 Button("Index photos") { Task { await model.buildIndex() } }.disabled(model.indexing).buttonStyle(.borderedProminent)
                 if model.indexing { Button("Stop") { model.stopIndexing = true } }
             }
-            TextField("Search your photos", text: $model.query).textFieldStyle(.roundedBorder).onSubmit { model.search() }
-            Button("Search") { model.search() }
+            TextField("Search your photos", text: $model.query).textFieldStyle(.roundedBorder).onSubmit { Task { await model.search() } }
+            Button("Search") { Task { await model.search() } }
             ScrollView {
                 LazyVGrid(columns: [GridItem(.adaptive(minimum: 100))]) {
                     ForEach(model.hits, id: \.id) { hit in ThumbnailView(localIdentifier: hit.id, score: hit.score) }

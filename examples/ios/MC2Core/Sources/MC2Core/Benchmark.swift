@@ -162,7 +162,7 @@ public enum BenchDocument {
     /// The whole `mc2export-bench` v1 document with one result, as JSON data.
     public static func build(toolVersion: String, created: String, config: BundleConfig, bundlePath: String?,
                              runtimeVersion: String?, computeUnits: String, device: [String: Any], mode: BenchMode,
-                             towers: [TowerResult]) throws -> Data {
+                             towers: [TowerResult], verify: [String: Any]? = nil) throws -> Data {
         var towerMaps: [String: Any] = [:], headlines: [String: Double] = [:], peaks: [Double] = []
         for t in towers {
             let st = BenchStats.summarize(t.run.samplesMs, roundSizes: mode.rounds > 1 ? t.run.roundSizes : nil,
@@ -201,6 +201,8 @@ public enum BenchDocument {
                        "hardware": hardware, "band_ms": [3.0, 15.0]] as [String: Any],
             "verdict": verdict(variant: config.variant, name: config.name, measured: headlines, towers: names, device: device,
                                computeUnits: computeUnits, stat: mode.headline),
+            // the bundle's verification vectors as run by the app when it loaded the bundle (VerifyReport.dict)
+            "verify": verify ?? ["status": "not-run"],
             "source": "mc2export-ios-app benchmark mode", "created": created,
         ]
         let doc: [String: Any] = ["schema": "mc2export-bench", "schema_version": 1, "created": created,

@@ -2,7 +2,15 @@ import Foundation
 
 public enum TokenizerError: Error, CustomStringConvertible {
     case badFiles(String)
-    public var description: String { if case .badFiles(let m) = self { return m }; return "tokenizer error" }
+    /// BPE produced a symbol the vocabulary lacks (Kotlin: IllegalStateException; Python: KeyError). Cannot happen
+    /// with files that passed fromFiles's checks.
+    case unknownSymbol(String)
+    public var description: String {
+        switch self {
+        case .badFiles(let m): return m
+        case .unknownSymbol(let s): return "BPE symbol '\(s)' is not in the vocabulary"
+        }
+    }
 }
 
 /// One tokenized text: the int32 model row and what happened on the way.
@@ -101,6 +109,10 @@ public final class ClipTokenizer {
         }
         guard enc.count == vocabSize else { throw TokenizerError.badFiles("vocab.json holds \(enc.count) tokens, expected \(vocabSize)") }
         guard enc[sotText] == sot, enc[eotText] == eot else { throw TokenizerError.badFiles("vocab.json: special tokens are not 49406/49407") }
+        // Every symbol BPE can produce must have an id -- the byte symbols (alone or word-final) and every merge.
+        for b in byteSymbols where enc[b] == nil || enc[b + "</w>"] == nil {
+            throw TokenizerError.badFiles("vocab.json lacks the byte symbol '\(b)': not CLIP's vocabulary")
+        }
         for p in m where enc[p.0 + p.1] == nil {
             throw TokenizerError.badFiles("merges.txt and vocab.json do not belong together (merge '\(p.0) \(p.1)')")
         }
@@ -172,7 +184,7 @@ public final class ClipTokenizer {
         return out
     }
 
-    private func bpe(_ piece: String) -> [Int32] {
+    private func bpe(_ piece: String) throws -> [Int32] {
         if let c = cache[piece] { return c }
         if piece == ClipTokenizer.sotText { return [ClipTokenizer.sot] }
         if piece == ClipTokenizer.eotText { return [ClipTokenizer.eot] }
@@ -201,21 +213,24 @@ public final class ClipTokenizer {
             }
             word = merged
         }
-        let ids = word.map { encoder[$0] ?? 0 }
+        let ids: [Int32] = try word.map { sym in
+            guard let id = encoder[sym] else { throw TokenizerError.unknownSymbol(sym) }
+            return id
+        }
         if cache.count > 50_000 { cache.removeAll() }
         cache[piece] = ids
         return ids
     }
 
-    public func encodeCleaned(_ cleaned: String) -> [Int32] {
-        ClipTokenizer.preTokenize(cleaned).flatMap { bpe($0) }
+    public func encodeCleaned(_ cleaned: String) throws -> [Int32] {
+        try ClipTokenizer.preTokenize(cleaned).flatMap { try bpe($0) }
     }
 
-    public func encode(_ text: String) -> [Int32] { encodeCleaned(TextCleaner.clean(text)) }
+    public func encode(_ text: String) throws -> [Int32] { try encodeCleaned(TextCleaner.clean(text)) }
 
     /// The model row for `text` (portable cleaning, truncation as Python).
-    public func tokenize(_ text: String) -> TokenizedText {
-        let ids = encode(text)
+    public func tokenize(_ text: String) throws -> TokenizedText {
+        let ids = try encode(text)
         let n = ids.count + 2
         var row = [Int32](repeating: 0, count: contextLength)
         row[0] = ClipTokenizer.sot

@@ -1,7 +1,7 @@
 import Foundation
 
 /// An 8-bit image as packed 0xAARRGGBB values, row-major (the Kotlin RgbImage layout).
-public struct RGBAImage {
+public struct RGBAImage: Sendable {
     public let width: Int
     public let height: Int
     public let pixels: [UInt32]
@@ -33,6 +33,17 @@ public struct RGBAImage {
 public enum Interpolation: String {
     case bilinear, bicubic
 
+    /// The config's name: "bilinear" / "bicubic", also PIL's constant names in upper case and with surrounding
+    /// spaces (as Interpolation.parse in Preprocess.kt); nil for anything else.
+    public static func parse(_ name: String) -> Interpolation? {
+        let t = name.trimmingCharacters(in: .whitespaces)
+        switch t {
+        case "bilinear", "BILINEAR": return .bilinear
+        case "bicubic", "BICUBIC": return .bicubic
+        default: return nil
+        }
+    }
+
     var support: Double { self == .bilinear ? 1.0 : 2.0 }
 
     func filter(_ x0: Double) -> Double {
@@ -53,7 +64,7 @@ public enum Interpolation: String {
 public enum PilResample {
     static let precisionBits = 32 - 8 - 2
 
-    struct Coeffs { let ksize: Int; let bounds: [Int]; let kk: [Int] }
+    struct Coeffs { let ksize: Int; let bounds: [Int]; let kk: [Int32] }
 
     static func precompute(_ inSize: Int, _ outSize: Int, _ f: Interpolation) -> Coeffs {
         let in0 = 0.0, in1 = Double(inSize)
@@ -84,38 +95,40 @@ public enum PilResample {
             bounds[xx * 2 + 1] = xmax
         }
         let one = Double(1 << precisionBits)
-        let kk = pre.map { v in v < 0 ? Int(-0.5 + v * one) : Int(0.5 + v * one) }
+        let kk = pre.map { v in Int32(v < 0 ? Int(-0.5 + v * one) : Int(0.5 + v * one)) }
         return Coeffs(ksize: ksize, bounds: bounds, kk: kk)
     }
 
-    @inline(__always) static func clip8(_ v: Int) -> Int {
+    @inline(__always) static func clip8(_ v: Int) -> UInt8 {
         let s = v >> precisionBits
-        return s < 0 ? 0 : (s > 255 ? 255 : s)
+        return s < 0 ? 0 : (s > 255 ? 255 : UInt8(s))
     }
 
-    /// Interleaved 8-bit channels (`nch` per pixel) from w x h to outW x outH.
-    public static func resizeChannels(_ src: [Int], _ w: Int, _ h: Int, _ nch: Int, _ outW: Int, _ outH: Int,
-                                      _ f: Interpolation) -> [Int] {
+    /// Interleaved 8-bit channels (`nch` per pixel) from w x h to outW x outH. Bytes, not Int: a 48 MP RGBA
+    /// photo is 192 MB here, not 1.5 GB (as PilResample.resizeChannels in Preprocess.kt).
+    public static func resizeChannels(_ src: [UInt8], _ w: Int, _ h: Int, _ nch: Int, _ outW: Int, _ outH: Int,
+                                      _ f: Interpolation) -> [UInt8] {
+        precondition(src.count == w * h * nch, "channel data holds \(src.count) bytes, expected \(w * h * nch)")
         let needH = outW != w, needV = outH != h
         let horiz = precompute(w, outW, f), vert = precompute(h, outH, f)
         var cur = src, curW = w
         var vBounds = vert.bounds
         let half = 1 << (precisionBits - 1)
+        var ss = [Int](repeating: 0, count: nch)
         if needH {
             let yFirst = vert.bounds[0]
             let yLast = vert.bounds[outH * 2 - 2] + vert.bounds[outH * 2 - 1]
             let rows = needV ? yLast - yFirst : h
             let off = needV ? yFirst : 0
-            var tmp = [Int](repeating: 0, count: outW * rows * nch)
-            var ss = [Int](repeating: 0, count: nch)
+            var tmp = [UInt8](repeating: 0, count: outW * rows * nch)
             for yy in 0..<rows {
                 let rowIn = (yy + off) * w * nch
                 for xx in 0..<outW {
                     let xmin = horiz.bounds[xx * 2], xmax = horiz.bounds[xx * 2 + 1], kb = xx * horiz.ksize
                     for c in 0..<nch { ss[c] = half }
                     for x in 0..<xmax {
-                        let k = horiz.kk[kb + x], p = rowIn + (x + xmin) * nch
-                        for c in 0..<nch { ss[c] += src[p + c] * k }
+                        let k = Int(horiz.kk[kb + x]), p = rowIn + (x + xmin) * nch
+                        for c in 0..<nch { ss[c] += Int(src[p + c]) * k }
                     }
                     let o = (yy * outW + xx) * nch
                     for c in 0..<nch { tmp[o + c] = clip8(ss[c]) }
@@ -126,15 +139,14 @@ public enum PilResample {
             if needV { for i in 0..<outH { vBounds[i * 2] -= off } }
         }
         if !needV { return cur }
-        var out = [Int](repeating: 0, count: curW * outH * nch)
-        var ss = [Int](repeating: 0, count: nch)
+        var out = [UInt8](repeating: 0, count: curW * outH * nch)
         for yy in 0..<outH {
             let ymin = vBounds[yy * 2], ymax = vBounds[yy * 2 + 1], kb = yy * vert.ksize
             for xx in 0..<curW {
                 for c in 0..<nch { ss[c] = half }
                 for y in 0..<ymax {
-                    let k = vert.kk[kb + y], p = ((y + ymin) * curW + xx) * nch
-                    for c in 0..<nch { ss[c] += cur[p + c] * k }
+                    let k = Int(vert.kk[kb + y]), p = ((y + ymin) * curW + xx) * nch
+                    for c in 0..<nch { ss[c] += Int(cur[p + c]) * k }
                 }
                 let o = (yy * curW + xx) * nch
                 for c in 0..<nch { out[o + c] = clip8(ss[c]) }
@@ -145,9 +157,14 @@ public enum PilResample {
 }
 
 /// The R x R x 3 model picture (HWC, RGB).
-public struct CroppedImage {
+public struct CroppedImage: Sendable {
     public let size: Int
     public let rgb: [UInt8]
+    public init(size: Int, rgb: [UInt8]) {
+        precondition(rgb.count == size * size * 3, "a crop holds size * size * 3 bytes")
+        self.size = size
+        self.rgb = rgb
+    }
     public func u8(_ c: Int, _ y: Int, _ x: Int) -> UInt8 { rgb[(y * size + x) * 3 + c] }
 }
 
@@ -171,16 +188,16 @@ public enum Preprocess {
         let (nw, nh) = resizedSize(w, h, r)
         let resize = nw != w || nh != h
         let nch = img.hasAlpha ? 4 : 3
-        var data = [Int](repeating: 0, count: w * h * nch)
+        var data = [UInt8](repeating: 0, count: w * h * nch)
         for i in 0..<(w * h) {
             let p = img.pixels[i]
             let a = Int((p >> 24) & 0xFF)
             var rr = Int((p >> 16) & 0xFF), gg = Int((p >> 8) & 0xFF), bb = Int(p & 0xFF)
             if img.hasAlpha && resize { rr = muldiv255(rr, a); gg = muldiv255(gg, a); bb = muldiv255(bb, a) }
-            data[i * nch] = rr
-            data[i * nch + 1] = gg
-            data[i * nch + 2] = bb
-            if nch == 4 { data[i * nch + 3] = a }
+            data[i * nch] = UInt8(rr)
+            data[i * nch + 1] = UInt8(gg)
+            data[i * nch + 2] = UInt8(bb)
+            if nch == 4 { data[i * nch + 3] = UInt8(a) }
         }
         var cw = w
         if resize {
@@ -188,8 +205,8 @@ public enum Preprocess {
             cw = nw
             if nch == 4 {
                 for i in 0..<(nw * nh) {
-                    let o = i * 4, a = data[o + 3]
-                    if a != 255 && a != 0 { for c in 0..<3 { data[o + c] = min(255, (255 * data[o + c]) / a) } }
+                    let o = i * 4, a = Int(data[o + 3])
+                    if a != 255 && a != 0 { for c in 0..<3 { data[o + c] = UInt8(min(255, (255 * Int(data[o + c])) / a)) } }
                 }
             }
         }
@@ -198,7 +215,7 @@ public enum Preprocess {
         for y in 0..<r {
             for x in 0..<r {
                 let s = ((y + top) * cw + (x + left)) * nch, o = (y * r + x) * 3
-                out[o] = UInt8(data[s]); out[o + 1] = UInt8(data[s + 1]); out[o + 2] = UInt8(data[s + 2])
+                out[o] = data[s]; out[o + 1] = data[s + 1]; out[o + 2] = data[s + 2]
             }
         }
         return CroppedImage(size: r, rgb: out)

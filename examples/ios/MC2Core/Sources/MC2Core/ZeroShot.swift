@@ -30,10 +30,12 @@ public enum ZeroShot {
     ]
     public static let maxLabels = 1000
 
-    /// Labels from the text field (commas or new lines); an error message for the screen instead.
+    /// Labels from the text field (commas or new lines); an error message for the screen instead. Split on
+    /// Unicode scalars, not Characters: "\r\n" is one Character in Swift, and splitting Characters on "\n" would
+    /// keep "cat\r\ndog" whole (Kotlin splits UTF-16 units: "\r" then collapses away as whitespace).
     public static func parseLabels(_ text: String) -> Result<[String], BundleError> {
-        let labels = text.split(whereSeparator: { $0 == "," || $0 == "\n" })
-            .map { TextCleaner.collapseWhitespace(String($0)) }.filter { !$0.isEmpty }
+        let labels = text.unicodeScalars.split(whereSeparator: { $0 == "," || $0 == "\n" })
+            .map { TextCleaner.collapseWhitespace(String(String.UnicodeScalarView($0))) }.filter { !$0.isEmpty }
         if labels.isEmpty { return .failure(BundleError("Type at least one label, e.g. \"cat, dog, car\".")) }
         var seen = Set<[Unicode.Scalar]>()
         for l in labels where !seen.insert(Array(l.unicodeScalars)).inserted {
@@ -45,10 +47,10 @@ public enum ZeroShot {
 
     public struct Prompt { public let label: String; public let text: String; public let tokens: TokenizedText }
 
-    public static func prompts(_ labels: [String], _ templates: [String], _ tok: ClipTokenizer) -> [Prompt] {
-        labels.flatMap { l in templates.map { t in
+    public static func prompts(_ labels: [String], _ templates: [String], _ tok: ClipTokenizer) throws -> [Prompt] {
+        try labels.flatMap { l in try templates.map { t in
             let text = t.replacingOccurrences(of: "{}", with: l)
-            return Prompt(label: l, text: text, tokens: tok.tokenize(text))
+            return Prompt(label: l, text: text, tokens: try tok.tokenize(text))
         } }
     }
 
@@ -93,32 +95,69 @@ public enum ZeroShot {
 }
 
 /// The photo index: one normalized embedding per photo (key = PHAsset localIdentifier), saved as a plist.
+/// Lookups by key are O(1) (a key -> position table, rebuilt on load; not stored).
 public struct EmbeddingIndex: Codable {
     public let variant: String, runtime: String, precision: String, dim: Int
     public private(set) var keys: [String] = []
     public private(set) var stamps: [Double] = []
     public private(set) var vectors: [[Float]] = []
+    private var position: [String: Int] = [:]
+
+    private enum CodingKeys: String, CodingKey { case variant, runtime, precision, dim, keys, stamps, vectors }
 
     public init(variant: String, runtime: String, precision: String, dim: Int) {
         self.variant = variant; self.runtime = runtime; self.precision = precision; self.dim = dim
     }
 
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        variant = try c.decode(String.self, forKey: .variant)
+        runtime = try c.decode(String.self, forKey: .runtime)
+        precision = try c.decode(String.self, forKey: .precision)
+        dim = try c.decode(Int.self, forKey: .dim)
+        keys = try c.decode([String].self, forKey: .keys)
+        stamps = try c.decode([Double].self, forKey: .stamps)
+        vectors = try c.decode([[Float]].self, forKey: .vectors)
+        guard keys.count == stamps.count, keys.count == vectors.count, vectors.allSatisfy({ $0.count == dim }) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "inconsistent index"))
+        }
+        for (i, k) in keys.enumerated() { position[k] = i }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(variant, forKey: .variant)
+        try c.encode(runtime, forKey: .runtime)
+        try c.encode(precision, forKey: .precision)
+        try c.encode(dim, forKey: .dim)
+        try c.encode(keys, forKey: .keys)
+        try c.encode(stamps, forKey: .stamps)
+        try c.encode(vectors, forKey: .vectors)
+    }
+
     public var count: Int { keys.count }
 
     public func contains(_ key: String, stamp: Double) -> Bool {
-        guard let i = keys.firstIndex(of: key) else { return false }
+        guard let i = position[key] else { return false }
         return stamps[i] == stamp
     }
 
     public mutating func put(_ key: String, stamp: Double, _ e: [Float]) {
         precondition(e.count == dim, "embedding has \(e.count) values, the index holds \(dim)-d vectors")
         let v = ZeroShot.l2normalize(e)
-        if let i = keys.firstIndex(of: key) { stamps[i] = stamp; vectors[i] = v } else { keys.append(key); stamps.append(stamp); vectors.append(v) }
+        if let i = position[key] {
+            stamps[i] = stamp; vectors[i] = v
+        } else {
+            position[key] = keys.count
+            keys.append(key); stamps.append(stamp); vectors.append(v)
+        }
     }
 
     public mutating func retain(_ keep: (String) -> Bool) {
         let idx = keys.indices.filter { keep(keys[$0]) }
         keys = idx.map { keys[$0] }; stamps = idx.map { stamps[$0] }; vectors = idx.map { vectors[$0] }
+        position = [:]
+        for (i, k) in keys.enumerated() { position[k] = i }
     }
 
     public func search(_ query: [Float], k: Int) -> [(key: String, score: Float)] {

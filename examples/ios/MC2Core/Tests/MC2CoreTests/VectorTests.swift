@@ -5,8 +5,9 @@ import ImageIO
 #endif
 
 /// The Swift ports against examples/shared/vectors -- the same checks as the Kotlin JUnit tests.
-/// Tokenizer files: $MC2_VOCAB (a folder with vocab.json + merges.txt, e.g. any bundle) or
-/// <vectors>/tokenizer/ (`mc2export app-vectors --out DIR --tokenizer`).
+/// Tokenizer: by default the committed slice of CLIP's vocabulary that these strings need
+/// (examples/shared/fixtures/tokenizer_slice.json, checked by tests/test_kotlin_shared.py to reproduce every
+/// vector's ids); $MC2_VOCAB (a folder with vocab.json + merges.txt, e.g. any bundle) runs on the full files.
 final class VectorTests: XCTestCase {
     static let vectors: URL = {
         if let p = ProcessInfo.processInfo.environment["MC2_VECTORS"] { return URL(fileURLWithPath: p) }
@@ -20,14 +21,21 @@ final class VectorTests: XCTestCase {
         return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
     }
 
+    static var fixtures: URL { vectors.deletingLastPathComponent().appendingPathComponent("fixtures") }
+
     func tokenizer() throws -> ClipTokenizer {
-        let env = ProcessInfo.processInfo.environment["MC2_VOCAB"].map { URL(fileURLWithPath: $0) }
-        let dir = env ?? Self.vectors.appendingPathComponent("tokenizer")
-        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("vocab.json").path) else {
-            throw XCTSkip("no vocab.json/merges.txt: set MC2_VOCAB or run `mc2export app-vectors --out <vectors> --tokenizer`")
+        if let env = ProcessInfo.processInfo.environment["MC2_VOCAB"] {
+            let dir = URL(fileURLWithPath: env)
+            return try ClipTokenizer.fromFiles(vocab: Data(contentsOf: dir.appendingPathComponent("vocab.json")),
+                                               merges: String(contentsOf: dir.appendingPathComponent("merges.txt"), encoding: .utf8))
         }
-        return try ClipTokenizer.fromFiles(vocab: Data(contentsOf: dir.appendingPathComponent("vocab.json")),
-                                           merges: String(contentsOf: dir.appendingPathComponent("merges.txt"), encoding: .utf8))
+        let data = try Data(contentsOf: Self.fixtures.appendingPathComponent("tokenizer_slice.json"))
+        let obj = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let merges = try XCTUnwrap(obj["merges"] as? [[String]])
+        let vocab = try XCTUnwrap(obj["vocab"] as? [String: NSNumber])
+        var ranks: [String: Int] = [:]
+        for (i, m) in merges.enumerated() { ranks[m[0] + " " + m[1]] = i }
+        return ClipTokenizer(encoder: vocab.mapValues { $0.int32Value }, ranks: ranks, contextLength: 77)
     }
 
     func testTokenizerMatchesPython() throws {
@@ -39,7 +47,7 @@ final class VectorTests: XCTestCase {
             let exact = t["exact"] as! Bool
             let expected = ((exact ? t["ids"] : t["portable_ids"]) as! [NSNumber]).map { $0.int32Value }
             let clean = (exact ? t["clean"] : t["portable_clean"]) as! String
-            let got = tok.tokenize(text)
+            let got = try tok.tokenize(text)
             if got.ids != expected { failures.append("\(text.debugDescription): ids \(got.ids) != \(expected)") }
             if Array(TextCleaner.clean(text).unicodeScalars) != Array(clean.unicodeScalars) {
                 failures.append("\(text.debugDescription): clean '\(TextCleaner.clean(text))' != '\(clean)'")
@@ -94,26 +102,11 @@ final class VectorTests: XCTestCase {
         let bpp = cg.bitsPerPixel / 8
         XCTAssert(cg.bitsPerComponent == 8 && (bpp == 3 || bpp == 4), "unexpected PNG layout")
         let info = cg.alphaInfo
-        let little = cg.bitmapInfo.contains(.byteOrder32Little)
-        let alphaFirst = [.first, .premultipliedFirst, .noneSkipFirst].contains(info)
-        let hasAlpha = [.first, .last, .premultipliedFirst, .premultipliedLast].contains(info)
         XCTAssert(![.premultipliedFirst, .premultipliedLast].contains(info), "premultiplied PNG decode: values would be rounded")
-        var px = [UInt32](repeating: 0, count: cg.width * cg.height)
-        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            for y in 0..<cg.height {
-                for x in 0..<cg.width {
-                    let o = y * cg.bytesPerRow + x * bpp
-                    var q = (0..<bpp).map { raw[o + $0] }
-                    if bpp == 4 && little { q.reverse() }
-                    var r = q[0], g = q[1], b = q[2], a: UInt8 = 255
-                    if bpp == 4 {
-                        if alphaFirst { a = q[0]; r = q[1]; g = q[2]; b = q[3] } else { a = q[3] }
-                        if !hasAlpha { a = 255 }
-                    }
-                    px[y * cg.width + x] = UInt32(a) << 24 | UInt32(r) << 16 | UInt32(g) << 8 | UInt32(b)
-                }
-            }
-        }
+        let hasAlpha = [.first, .last].contains(info)
+        let layout = PixelLayout(bytesPerPixel: bpp, alphaFirst: [.first, .noneSkipFirst].contains(info), hasAlpha: hasAlpha,
+                                 byteOrder: PixelLayout.byteOrder(fromField: cg.bitmapInfo.rawValue & CGBitmapInfo.byteOrderMask.rawValue))
+        let px = data.withUnsafeBytes { raw in layout.pixels(raw, width: cg.width, height: cg.height, bytesPerRow: cg.bytesPerRow) }
         return RGBAImage(width: cg.width, height: cg.height, pixels: px, hasAlpha: hasAlpha)
     }
 
@@ -143,9 +136,11 @@ final class VectorTests: XCTestCase {
         if case .success(let l) = ZeroShot.parseLabels(" cat, dog ,\n red   car ,, ") { XCTAssertEqual(l, ["cat", "dog", "red car"]) } else { XCTFail() }
         if case .failure(let e) = ZeroShot.parseLabels(" , ") { XCTAssert(e.message.contains("at least one label")) } else { XCTFail() }
         if case .failure(let e) = ZeroShot.parseLabels("cat, cat") { XCTAssert(e.message.contains("twice")) } else { XCTFail() }
+        // "\r\n" is one Character in Swift: labels are split on Unicode scalars, as Kotlin splits UTF-16 units
+        if case .success(let l) = ZeroShot.parseLabels("cat\r\ndog\r\n red car") { XCTAssertEqual(l, ["cat", "dog", "red car"]) } else { XCTFail() }
         let tok = try tokenizer()
         let long = (1...100).map { "word\($0)" }.joined(separator: " ")
-        let p = ZeroShot.prompts(["cat", long], ZeroShot.simpleTemplates, tok)
+        let p = try ZeroShot.prompts(["cat", long], ZeroShot.simpleTemplates, tok)
         XCTAssertEqual(p.filter { $0.tokens.truncated }.count, 7)
         XCTAssertNotNil(ZeroShot.truncationWarning(p, contextLength: 77))
     }
@@ -174,5 +169,17 @@ final class VectorTests: XCTestCase {
         expectError(try cfg { $0["runtime"] = "onnx" }, "mc2export coreml")
         expectError(try cfg { $0["batch"] = 4 }, "--batch 1")
         expectError(try cfg { $0["models"] = ["image": ["file": "image.onnx"]] }, "not a .mlpackage model")
+        // the same strictness as BundleConfig.kt: booleans are booleans, numbers are numbers
+        expectError(try cfg { $0["output_normalized"] = "yes" }, "output_normalized must be true or false")
+        expectError(try cfg { $0["output_normalized"] = 1 }, "output_normalized must be true or false")
+        expectError(try cfg { $0["logit_scale"] = "100" }, "logit_scale must be a number")
+        expectError(try cfg { $0["logit_scale"] = -1.0 }, "logit_scale must be a positive number")
+        expectError(try cfg { $0["embed_dim"] = true }, "embed_dim must be an integer")
+        expectError(try cfg { $0["embed_dim"] = 0 }, "embed_dim must be positive")
+        expectError(try cfg { $0["weights"] = ["random_weights": "no"] }, "random_weights must be true or false")
+        expectError(try cfg { c in var p = c["preprocess"] as! [String: Any]; p["interpolation"] = "lanczos"; c["preprocess"] = p }, "lanczos")
+        let upper = try BundleConfig.parse(try cfg { c in var p = c["preprocess"] as! [String: Any]; p["interpolation"] = " BICUBIC"; c["preprocess"] = p },
+                                           expectedRuntime: "coreml")
+        XCTAssertEqual(upper.interpolation, .bicubic)
     }
 }

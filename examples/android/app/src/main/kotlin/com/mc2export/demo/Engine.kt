@@ -4,11 +4,14 @@ import android.content.ContentUris
 import android.content.Context
 import android.provider.MediaStore
 import com.mc2export.shared.BundleException
+import com.mc2export.shared.CroppedImage
 import com.mc2export.shared.EmbeddingIndex
 import com.mc2export.shared.Preprocess
 import com.mc2export.shared.PromptSet
 import com.mc2export.shared.RgbImage
 import com.mc2export.shared.SearchHit
+import com.mc2export.shared.VerifyReport
+import com.mc2export.shared.VerifyVectors
 import com.mc2export.shared.ZeroShot
 import java.io.File
 import java.io.IOException
@@ -33,10 +36,18 @@ class Engine(val bundle: LoadedBundle) {
         return ZeroShot.l2normalize(requireText().embed(tok.tokenize(text).row))
     }
 
-    fun embedImage(img: RgbImage, orientation: Int): FloatArray {
-        val crop = Preprocess.prepare(img, orientation, cfg.resolution, cfg.interpolation)
-        return ZeroShot.l2normalize(requireImage().embed(ImageInput.modelInput(crop, cfg), cfg.resolution))
-    }
+    fun embedImage(img: RgbImage, orientation: Int): FloatArray =
+        ZeroShot.l2normalize(embedCrop(Preprocess.prepare(img, orientation, cfg.resolution, cfg.interpolation)))
+
+    /** The image model's output for a crop (as the model returns it: what verify/ expects). */
+    fun embedCrop(crop: CroppedImage): FloatArray = requireImage().embed(ImageInput.modelInput(crop, cfg), cfg.resolution)
+
+    /** The text model's output for a token row. */
+    fun embedRow(row: IntArray): FloatArray = requireText().embed(row)
+
+    /** The bundle's verification vectors through these models (VerifyVectors: never throws). */
+    fun runVerify(): VerifyReport = VerifyVectors.run(cfg, { rel -> File(bundle.dir, rel).takeIf { it.isFile }?.readBytes() },
+        runImage = { embedCrop(it) }, runText = { embedRow(it) })
 
     /** Class embeddings for [labels] (cached per prompt). */
     fun prepareLabels(labels: List<String>, templates: List<String>): PromptSet {
@@ -90,8 +101,10 @@ class Engine(val bundle: LoadedBundle) {
     /**
      * Embed every photo of the gallery not yet in the index (MediaStore; new or modified ones), drop deleted
      * ones, save. [progress] gets (done, total); return false from it to stop early (the index keeps what is done).
+     * A photo that fails for any reason (unreadable, damaged, too large, a runtime error) is skipped and
+     * counted, and retried on the next run. Returns (added, skipped).
      */
-    fun updateIndex(ctx: Context, index: EmbeddingIndex, progress: (Int, Int) -> Boolean): Int {
+    fun updateIndex(ctx: Context, index: EmbeddingIndex, progress: (Int, Int) -> Boolean): Pair<Int, Int> {
         val uris = ArrayList<Pair<String, Long>>()
         val cols = arrayOf(MediaStore.Images.Media._ID, MediaStore.Images.Media.DATE_MODIFIED)
         ctx.contentResolver.query(MediaStore.Images.Media.EXTERNAL_CONTENT_URI, cols, null, null,
@@ -106,21 +119,24 @@ class Engine(val bundle: LoadedBundle) {
         val present = uris.map { it.first }.toHashSet()
         index.retain { it in present }
         var added = 0
+        var skipped = 0
         val todo = uris.filter { !index.contains(it.first, it.second) }
         for ((i, item) in todo.withIndex()) {
             if (!progress(i, todo.size)) break
             try {
-                val d = ImageInput.decode(ctx, android.net.Uri.parse(item.first), minShortSide = cfg.resolution * 2)
+                val d = ImageInput.decode(ctx, android.net.Uri.parse(item.first), minShortSide = cfg.resolution * 2, maxPixels = 0L)
                 index.put(item.first, item.second, embedImage(d.image, d.orientation))
                 added++
-            } catch (e: IOException) {
-                // unreadable file: skipped, retried next time
+                if (added % 200 == 0) saveIndex(ctx, index)
+            } catch (e: Exception) {
+                skipped++  // any failure of one photo: skipped, retried next time; the run goes on
+            } catch (e: OutOfMemoryError) {
+                skipped++
             }
-            if (added > 0 && added % 200 == 0) saveIndex(ctx, index)
         }
         saveIndex(ctx, index)
         progress(todo.size, todo.size)
-        return added
+        return added to skipped
     }
 
     fun search(index: EmbeddingIndex, query: String, k: Int): Pair<List<SearchHit>, Boolean> {

@@ -7,6 +7,7 @@ import android.net.Uri
 import androidx.exifinterface.media.ExifInterface
 import com.mc2export.shared.BundleConfig
 import com.mc2export.shared.CroppedImage
+import com.mc2export.shared.DecodePlan
 import com.mc2export.shared.ImageInputKind
 import com.mc2export.shared.Preprocess
 import com.mc2export.shared.RgbImage
@@ -19,7 +20,9 @@ object ImageInput {
         val bmp = if (b.config == Bitmap.Config.ARGB_8888) b else b.copy(Bitmap.Config.ARGB_8888, false)
         val px = IntArray(bmp.width * bmp.height)
         bmp.getPixels(px, 0, bmp.width, 0, 0, bmp.width, bmp.height)
-        return RgbImage(bmp.width, bmp.height, px, bmp.hasAlpha())
+        val img = RgbImage(bmp.width, bmp.height, px, bmp.hasAlpha())
+        if (bmp !== b) bmp.recycle()
+        return img
     }
 
     /** EXIF orientation of a camera frame from CameraX's rotationDegrees (rotate clockwise to be upright). */
@@ -30,14 +33,17 @@ object ImageInput {
         else -> 1
     }
 
-    class Decoded(val image: RgbImage, val orientation: Int)
+    /** A decoded photo; [sampleSize] > 1: decoded subsampled (bounded), so not Python's pixels exactly. */
+    class Decoded(val image: RgbImage, val orientation: Int, val sampleSize: Int, val width: Int, val height: Int)
 
     /**
-     * Decode a photo. [minShortSide] > 0 lets the decoder subsample (inSampleSize) while the short side stays
-     * >= minShortSide -- fast for indexing thousands of photos, but not pixel-identical to Python; 0 decodes at
-     * full size (what classification of a picked photo does, to match Python exactly).
+     * Decode a photo, bounded (DecodePlan): full size -- Python's pixels -- up to [maxPixels]; larger photos are
+     * subsampled by a power of two (inSampleSize) with the short side kept >= [minShortSide], and an
+     * OutOfMemoryError retries at the next sample size instead of crashing. Picked photos use the 16 MP bound;
+     * the photo index passes maxPixels = 0 (subsample as far as the short side allows: fast, for thousands of
+     * photos). The deviation from Python's pixels this implies is measured in PreprocessTest.boundedDecodingDeviation.
      */
-    fun decode(ctx: Context, uri: Uri, minShortSide: Int = 0): Decoded {
+    fun decode(ctx: Context, uri: Uri, minShortSide: Int, maxPixels: Long = DecodePlan.MAX_EXACT_PIXELS): Decoded {
         val bytes = ctx.contentResolver.openInputStream(uri)?.use { it.readBytes() }
             ?: throw IOException("cannot open $uri")
         val orientation = try {
@@ -45,22 +51,28 @@ object ImageInput {
         } catch (e: IOException) {
             1
         }
-        val opts = BitmapFactory.Options()
-        if (minShortSide > 0) {
-            opts.inJustDecodeBounds = true
-            BitmapFactory.decodeByteArray(bytes, 0, bytes.size, opts)
-            var sample = 1
-            val short = minOf(opts.outWidth, opts.outHeight)
-            while (short / (sample * 2) >= minShortSide) sample *= 2
-            opts.inJustDecodeBounds = false
-            opts.inSampleSize = sample
+        val bounds = BitmapFactory.Options().apply { inJustDecodeBounds = true }
+        BitmapFactory.decodeByteArray(bytes, 0, bytes.size, bounds)
+        val w = bounds.outWidth
+        val h = bounds.outHeight
+        if (w <= 0 || h <= 0) throw IOException("not an image: $uri")
+        var sample = DecodePlan.sampleSize(w, h, minShortSide, maxPixels)
+        while (true) {
+            try {
+                val opts = BitmapFactory.Options()
+                opts.inSampleSize = sample
+                opts.inPreferredConfig = Bitmap.Config.ARGB_8888
+                // Keep transparent pixels' colours as stored (getPixels of a premultiplied bitmap would round them):
+                // the shared code premultiplies exactly as Pillow does before resizing.
+                opts.inPremultiplied = false
+                val bmp = BitmapFactory.decodeByteArray(bytes, 0, bytes.size, opts) ?: throw IOException("not an image: $uri")
+                val image = try { fromBitmap(bmp) } finally { bmp.recycle() }
+                return Decoded(image, if (orientation in 1..8) orientation else 1, sample, w, h)
+            } catch (e: OutOfMemoryError) {
+                sample = DecodePlan.afterOutOfMemory(sample, w, h, minShortSide)
+                if (sample == 0) throw IOException("the photo (${w}x$h) is too large to decode in this app's memory")
+            }
         }
-        opts.inPreferredConfig = Bitmap.Config.ARGB_8888
-        // Keep transparent pixels' colours as stored (getPixels of a premultiplied bitmap would round them):
-        // the shared code premultiplies exactly as Pillow does before resizing.
-        opts.inPremultiplied = false
-        val bmp = BitmapFactory.decodeByteArray(bytes, 0, bytes.size, opts) ?: throw IOException("not an image: $uri")
-        return Decoded(fromBitmap(bmp), if (orientation in 1..8) orientation else 1)
     }
 
     /** The float tensor the model wants (ONNX / ExecuTorch: u8/255, normalized inside the model). */

@@ -2,14 +2,21 @@ package com.mc2export.demo
 
 import java.io.File
 
+/** A model call on an input converted to the runtime's tensor once (the benchmark times [run] alone). */
+interface PreparedCall : AutoCloseable {
+    fun run()
+}
+
 /** The image tower: float32 [1, 3, R, R] in, embedding out. */
 interface ImageTower : AutoCloseable {
     fun embed(input: FloatArray, resolution: Int): FloatArray
+    fun prepare(input: FloatArray, resolution: Int): PreparedCall
 }
 
 /** The text tower: int32 [1, contextLength] token row in, embedding out. */
 interface TextTower : AutoCloseable {
     fun embed(tokens: IntArray): FloatArray
+    fun prepare(tokens: IntArray): PreparedCall
 }
 
 /**

@@ -274,7 +274,8 @@ object BenchDocument {
         computeUnits: String?,
         device: Map<String, Any?>,
         mode: BenchMode,
-        towers: List<TowerResult>
+        towers: List<TowerResult>,
+        verify: Map<String, Any?>? = null
     ): String {
         val towerMaps = LinkedHashMap<String, Any?>()
         val headlines = LinkedHashMap<String, Double>()
@@ -323,6 +324,8 @@ object BenchDocument {
                 "total_ms" to if (lat != null) lat[0] + lat[1] else null, "hardware" to PaperTargets.HARDWARE,
                 "source" to PaperTargets.SOURCE, "band_ms" to listOf(3.0, 15.0)),
             "verdict" to verdict(bundle.variant, bundle.name, headlines, names, dev, runtimeName, threads, computeUnits, mode.headline),
+            // the bundle's verification vectors as run by the app when it loaded the bundle (VerifyReport.toMap)
+            "verify" to (verify ?: linkedMapOf<String, Any?>("status" to "not-run")),
             "source" to "$toolName benchmark mode",
             "created" to createdIso
         )

@@ -50,8 +50,11 @@ class BundleConfig(
     val mergesFile: String,
     val randomWeights: Boolean,
     val versions: Map<String, String>,
-    val listedFiles: Set<String>
+    /** config.json's file table: path -> sha256 (verify/ files are checked against it). */
+    val fileSha256: Map<String, String>
 ) {
+    val listedFiles: Set<String> get() = fileSha256.keys
+
     val hasImage: Boolean get() = imageModelFile != null
     val hasText: Boolean get() = textModelFile != null
 
@@ -137,6 +140,7 @@ class BundleConfig(
             if (embedDim < 1) throw IllegalArgumentException("embed_dim must be positive")
             val ls = c["logit_scale"]
             val logitScale = if (ls == null) 100f else J.double(ls, "logit_scale").toFloat()
+            if (!(logitScale > 0f) || logitScale.isInfinite()) throw IllegalArgumentException("logit_scale must be a positive number, got $ls")
             val normalized = if (c["output_normalized"] == null) true else J.bool(c["output_normalized"], "output_normalized")
 
             val models = c["models"] as? Map<*, *> ?: throw IllegalArgumentException("models is missing (no model files listed)")
@@ -163,10 +167,14 @@ class BundleConfig(
                 }
             }
             val weights = c["weights"] as? Map<*, *>
-            val random = weights?.get("random_weights") == true
+            val rw = weights?.get("random_weights")
+            val random = if (rw == null) false else J.bool(rw, "weights.random_weights")
             val versions = LinkedHashMap<String, String>()
             (c["versions"] as? Map<*, *>)?.forEach { (k, v) -> if (k is String && v != null) versions[k] = v.toString() }
-            val files = (c["files"] as? Map<*, *>)?.keys?.mapNotNull { it as? String }?.toSet() ?: emptySet()
+            val files = LinkedHashMap<String, String>()
+            (c["files"] as? Map<*, *>)?.forEach { (k, v) ->
+                if (k is String) files[k] = ((v as? Map<*, *>)?.get("sha256") as? String) ?: ""
+            }
             return BundleConfig(runtime, variant, name, precision, resolution, interp, mean, std, contextLength, embedDim,
                 logitScale, ls != null, normalized, imageFile, textFile, kind, vocab, merges, random, versions, files)
         }

@@ -126,7 +126,13 @@ class ClipTokenizer private constructor(
             if (encoder[SOT_TEXT] != SOT || encoder[EOT_TEXT] != EOT) {
                 throw IllegalArgumentException("vocab.json: $SOT_TEXT / $EOT_TEXT must be $SOT / $EOT")
             }
-            // The merges must produce tokens of the vocabulary, or BPE would fail on some words.
+            // Every symbol BPE can produce must have an id -- the byte symbols (alone or word-final) and every
+            // merge -- so that [bpe] cannot meet an unknown symbol on a validated vocabulary.
+            for (s in BYTE_SYMBOLS) {
+                if (!encoder.containsKey(s) || !encoder.containsKey("$s</w>")) {
+                    throw IllegalArgumentException("vocab.json lacks the byte symbol '$s': not CLIP's vocabulary")
+                }
+            }
             for (m in merges) {
                 if (!encoder.containsKey(m.first + m.second)) {
                     throw IllegalArgumentException("merges.txt and vocab.json do not belong together (merge '${m.first} ${m.second}')")

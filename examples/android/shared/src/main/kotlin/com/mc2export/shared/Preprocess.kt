@@ -114,17 +114,18 @@ object PilResample {
     }
 
     /**
-     * Resize interleaved 8-bit channels ([nch] per pixel, values 0..255) from w x h to outW x outH.
+     * Resize interleaved 8-bit channels ([nch] per pixel, unsigned bytes) from w x h to outW x outH.
+     * Bytes, not ints: a 48 MP RGBA photo is 192 MB here instead of 768 MB.
      */
-    fun resizeChannels(src: IntArray, w: Int, h: Int, nch: Int, outW: Int, outH: Int, f: Interpolation): IntArray {
+    fun resizeChannels(src: ByteArray, w: Int, h: Int, nch: Int, outW: Int, outH: Int, f: Interpolation): ByteArray {
         require(outW >= 1 && outH >= 1) { "target size must be positive" }
+        require(src.size == w * h * nch) { "channel data holds ${src.size} bytes, expected ${w * h * nch}" }
         val needH = outW != w
         val needV = outH != h
         val horiz = precompute(w, outW, f)
         val vert = precompute(h, outH, f)
         var cur = src
         var curW = w
-        var curH = h
         var vBounds = vert.bounds
         if (needH) {
             // Only the rows the vertical pass reads (Pillow does the same; the result is identical).
@@ -132,7 +133,7 @@ object PilResample {
             val yLast = vert.bounds[outH * 2 - 2] + vert.bounds[outH * 2 - 1]
             val rows = if (needV) yLast - yFirst else h
             val off = if (needV) yFirst else 0
-            val tmp = IntArray(outW * rows * nch)
+            val tmp = ByteArray(outW * rows * nch)
             val ss = IntArray(nch)
             for (yy in 0 until rows) {
                 val rowIn = (yy + off) * w * nch
@@ -144,22 +145,21 @@ object PilResample {
                     for (x in 0 until xmax) {
                         val k = horiz.kk[kb + x]
                         val p = rowIn + (x + xmin) * nch
-                        for (c in 0 until nch) ss[c] += src[p + c] * k
+                        for (c in 0 until nch) ss[c] += (src[p + c].toInt() and 0xFF) * k
                     }
                     val o = (yy * outW + xx) * nch
-                    for (c in 0 until nch) tmp[o + c] = clip8(ss[c])
+                    for (c in 0 until nch) tmp[o + c] = clip8(ss[c]).toByte()
                 }
             }
             cur = tmp
             curW = outW
-            curH = rows
             if (needV) {
                 vBounds = vert.bounds.copyOf()
                 for (i in 0 until outH) vBounds[i * 2] -= off
             }
         }
         if (!needV) return if (cur === src) src.copyOf() else cur
-        val out = IntArray(curW * outH * nch)
+        val out = ByteArray(curW * outH * nch)
         val ss = IntArray(nch)
         for (yy in 0 until outH) {
             val ymin = vBounds[yy * 2]
@@ -170,13 +170,12 @@ object PilResample {
                 for (y in 0 until ymax) {
                     val k = vert.kk[kb + y]
                     val p = ((y + ymin) * curW + xx) * nch
-                    for (c in 0 until nch) ss[c] += cur[p + c] * k
+                    for (c in 0 until nch) ss[c] += (cur[p + c].toInt() and 0xFF) * k
                 }
                 val o = (yy * curW + xx) * nch
-                for (c in 0 until nch) out[o + c] = clip8(ss[c])
+                for (c in 0 until nch) out[o + c] = clip8(ss[c]).toByte()
             }
         }
-        check(curH >= 0)
         return out
     }
 }
@@ -214,7 +213,7 @@ object Preprocess {
         val h = img.height
         val size = resizedSize(w, h, r)
         val nch = if (img.hasAlpha) 4 else 3
-        var data = IntArray(w * h * nch)
+        var data = ByteArray(w * h * nch)
         for (i in 0 until w * h) {
             val p = img.pixels[i]
             val a = (p ushr 24) and 0xFF
@@ -224,10 +223,10 @@ object Preprocess {
             if (img.hasAlpha && (size[0] != w || size[1] != h)) {  // RGBA -> RGBa before resizing
                 rr = muldiv255(rr, a); gg = muldiv255(gg, a); bb = muldiv255(bb, a)
             }
-            data[i * nch] = rr
-            data[i * nch + 1] = gg
-            data[i * nch + 2] = bb
-            if (nch == 4) data[i * nch + 3] = a
+            data[i * nch] = rr.toByte()
+            data[i * nch + 1] = gg.toByte()
+            data[i * nch + 2] = bb.toByte()
+            if (nch == 4) data[i * nch + 3] = a.toByte()
         }
         var cw = w
         if (size[0] != w || size[1] != h) {
@@ -236,9 +235,9 @@ object Preprocess {
             if (nch == 4) {  // RGBa -> RGBA
                 for (i in 0 until size[0] * size[1]) {
                     val o = i * 4
-                    val a = data[o + 3]
+                    val a = data[o + 3].toInt() and 0xFF
                     if (a != 255 && a != 0) {
-                        for (c in 0 until 3) data[o + c] = Math.min(255, (255 * data[o + c]) / a)
+                        for (c in 0 until 3) data[o + c] = Math.min(255, (255 * (data[o + c].toInt() and 0xFF)) / a).toByte()
                     }
                 }
             }
@@ -249,9 +248,9 @@ object Preprocess {
             for (x in 0 until r) {
                 val s = ((y + origin[1]) * cw + (x + origin[0])) * nch
                 val o = (y * r + x) * 3
-                out[o] = data[s].toByte()
-                out[o + 1] = data[s + 1].toByte()
-                out[o + 2] = data[s + 2].toByte()
+                out[o] = data[s]
+                out[o + 1] = data[s + 1]
+                out[o + 2] = data[s + 2]
             }
         }
         return CroppedImage(r, out)

@@ -102,6 +102,81 @@ class AppLogicTest {
             (m["preprocess"] as MutableMap<String, Any?>)["std"] = listOf(1.0, 0.0, 1.0)
         }, "executorch", "std must not contain 0")
         expectError(config { it["models"] = linkedMapOf<String, Any?>() }, "executorch", "neither an image nor a text model")
+        expectError(config { it["output_normalized"] = "yes" }, "executorch", "output_normalized must be true or false")
+        expectError(config { it["logit_scale"] = "100" }, "executorch", "logit_scale must be a number")
+        expectError(config { it["logit_scale"] = -1.0 }, "executorch", "logit_scale must be a positive number")
+        expectError(config { it["embed_dim"] = 0L }, "executorch", "embed_dim must be positive")
+        expectError(config { it["embed_dim"] = true }, "executorch", "embed_dim must be an integer")
+        expectError(config { m ->
+            @Suppress("UNCHECKED_CAST")
+            (m["weights"] as MutableMap<String, Any?>)["random_weights"] = "no"
+        }, "executorch", "random_weights must be true or false")
+        // interpolation names: PIL's constant names (upper case) and surrounding spaces are accepted, as in Swift
+        val upper = BundleConfig.parse(config { m ->
+            @Suppress("UNCHECKED_CAST")
+            (m["preprocess"] as MutableMap<String, Any?>)["interpolation"] = " BICUBIC"
+        }, "executorch")
+        assertEquals(Interpolation.BICUBIC, upper.interpolation)
+    }
+
+    @Test
+    fun frameGateDropsFramesWhileAPredictionRuns() {
+        val g = FrameGate()
+        assertTrue(g.tryAcquire())
+        assertFalse(g.tryAcquire())
+        assertFalse(g.tryAcquire())
+        g.release()
+        assertTrue(g.tryAcquire())
+        g.release()
+        assertEquals(2L, g.accepted)
+        assertEquals(2L, g.dropped)
+        try {
+            g.release()
+            fail("expected an error")
+        } catch (e: IllegalStateException) {
+            assertTrue(e.message!!.contains("without a frame taken"))
+        }
+        // a camera thread offering 30 frames while a slow "model" thread works: never more than one in flight,
+        // most frames dropped, none queued
+        val gate = FrameGate()
+        val inFlight = java.util.concurrent.atomic.AtomicInteger(0)
+        val maxInFlight = java.util.concurrent.atomic.AtomicInteger(0)
+        val worker = java.util.concurrent.Executors.newSingleThreadExecutor()
+        for (frame in 0 until 30) {
+            if (gate.tryAcquire()) {
+                worker.execute {
+                    maxInFlight.set(Math.max(maxInFlight.get(), inFlight.incrementAndGet()))
+                    Thread.sleep(20)
+                    inFlight.decrementAndGet()
+                    gate.release()
+                }
+            }
+            Thread.sleep(2)
+        }
+        worker.shutdown()
+        assertTrue(worker.awaitTermination(10, java.util.concurrent.TimeUnit.SECONDS))
+        assertEquals(1, maxInFlight.get())
+        assertEquals(30L, gate.accepted + gate.dropped)
+        assertTrue("${gate.accepted} accepted", gate.accepted in 2L..10L)
+    }
+
+    @Test
+    fun decodePlanBoundsHugePhotos() {
+        assertEquals(1, DecodePlan.sampleSize(4032, 3024, 256))            // 12 MP: full size, Python's pixels
+        assertEquals(2, DecodePlan.sampleSize(8000, 6000, 256))            // 48 MP -> 12 MP
+        assertEquals(4, DecodePlan.sampleSize(12000, 9000, 256))           // 108 MP -> 6.75 MP
+        assertEquals(1, DecodePlan.sampleSize(20000, 300, 256))            // panorama: the short side rules
+        assertEquals(2, DecodePlan.sampleSize(8000, 6000, 256, maxPixels = 20_000_000L))
+        assertEquals(4, DecodePlan.afterOutOfMemory(2, 8000, 6000, 256))
+        assertEquals(0, DecodePlan.afterOutOfMemory(16, 8000, 6000, 256))  // 375 px short side: no smaller sample
+        val img = RgbImage(5, 3, IntArray(15) { (0xFF shl 24) or (it * 10 shl 16) or (it shl 8) or 7 })
+        val box = DecodePlan.subsampleBox(img, 2)
+        assertEquals(3, box.width)
+        assertEquals(2, box.height)
+        assertEquals(((0 + 10 + 50 + 60 + 2) / 4), (box.pixels[0] shr 16) and 0xFF)
+        val near = DecodePlan.subsampleNearest(img, 2)
+        assertEquals(2, near.width)
+        assertEquals(img.pixels[1 * 5 + 1], near.pixels[0])
     }
 
     @Test
@@ -260,10 +335,14 @@ class AppLogicTest {
         val txt = BenchStats.runProtocol(mode, { c.now() }) { c.call(); c.call() }
         val device = linkedMapOf<String, Any?>("kind" to "android", "class" to "Android arm64", "model" to "Pixel 8",
             "soc" to "Tensor G3", "arch" to "arm64-v8a", "cores_logical" to 9, "os" to "Android 15 (API 35)", "memory_gb" to 7.6)
+        val check = VerifyVectors.compare("image", floatArrayOf(1f, 0f, 0f, 1f), floatArrayOf(1f, 0f, 0f, 1f), 2, 2,
+            mapOf("cosine_min" to 0.99999, "max_abs_over_std" to 1e-4), 0.5)
+        val verify = VerifyReport("passed", null, 1, "fp32", "fp32", mapOf("cosine_min" to 0.99999, "max_abs_over_std" to 1e-4),
+            listOf(check)).toMap()
         val text = BenchDocument.build("mc2export-android-app", "0.1.0", "2026-01-01T00:00:00Z", cfg, cfgText,
             "/data/local/tmp/mc2export/x/bundle", "executorch", "1.4.1", 4, null, device, mode,
             listOf(TowerResult("image", "image.pte", 120.0, 15.0, 3.0, img, 80.5, "Debug.getPss"),
-                TowerResult("text", "text.pte", 90.0, 12.0, 2.0, txt, 95.25, "Debug.getPss")))
+                TowerResult("text", "text.pte", 90.0, 12.0, 2.0, txt, 95.25, "Debug.getPss")), verify)
         val doc = J.obj(Json.parse(text), "doc")
         assertEquals("mc2export-bench", doc["schema"])
         val r = J.obj(J.list(doc["results"], "results")[0], "result")
@@ -274,6 +353,9 @@ class AppLogicTest {
         assertTrue(v["label"].toString(), v["label"].toString().startsWith("REFERENCE ONLY: image+text p50 "))
         assertEquals(BenchDocument.bundleChecksum(cfgText), J.obj(r["bundle"], "bundle")["checksum"])
         assertEquals(95.25, J.double(J.obj(r["total"], "total")["peak_rss_mb"], "peak"), 0.0)
+        val vr = J.obj(r["verify"], "verify")
+        assertEquals("passed", vr["status"])
+        assertEquals(1.0, J.double(J.obj(J.obj(vr["towers"], "towers")["image"], "image")["cosine_min"], "cos"), 0.0)
         // the Python side validates this document with mc2export.bench.schema (tests/test_kotlin_shared.py)
         val out = System.getProperty("mc2.benchOut")
         if (out != null) java.io.File(out).writeText(text, Charsets.UTF_8)

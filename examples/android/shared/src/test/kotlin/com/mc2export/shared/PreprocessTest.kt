@@ -169,4 +169,70 @@ class PreprocessTest {
             assertTrue(e.message!!.contains("not supported"))
         }
     }
+
+    /** mean / max absolute difference and share of differing bytes between two crops of the same size. */
+    private fun deviation(a: CroppedImage, b: CroppedImage): DoubleArray {
+        var sum = 0.0
+        var max = 0
+        var n = 0
+        for (i in a.rgb.indices) {
+            val d = Math.abs((a.rgb[i].toInt() and 0xFF) - (b.rgb[i].toInt() and 0xFF))
+            sum += d
+            if (d > max) max = d
+            if (d > 0) n++
+        }
+        return doubleArrayOf(sum / a.rgb.size, max.toDouble(), 100.0 * n / a.rgb.size)
+    }
+
+    /** A large deterministic photo stand-in: gradients, discs, hard edges, fine stripes (worst case for aliasing). */
+    private fun bigPicture(w: Int, h: Int): RgbImage {
+        val px = IntArray(w * h)
+        for (y in 0 until h) for (x in 0 until w) {
+            var r = 255 * x / (w - 1)
+            var g = 255 * y / (h - 1)
+            var b = (127.5 + 127.5 * Math.sin((x + 2.0 * y) / 37.0)).toInt()
+            val dx = x - w * 0.6
+            val dy = y - h * 0.4
+            if (dx * dx + dy * dy < (h * 0.2) * (h * 0.2)) { r = 230; g = 40; b = 60 }
+            if (x in (w * 2 / 5) until (w * 11 / 20) && y > h * 3 / 5) { val v = if ((x + y) % 2 == 0) 255 else 0; r = v; g = v; b = v }
+            px[y * w + x] = (0xFF shl 24) or (r shl 16) or (g shl 8) or b
+        }
+        return RgbImage(w, h, px)
+    }
+
+    /**
+     * Bounded decoding (DecodePlan): a photo decoded subsampled is no longer Python's input. Measured here with
+     * models of the decoders' subsampling against the exact crop (= Python's, proven above): on the vector
+     * images (R = 48, so that a 2x subsample still downsizes) and on a 4000 x 3000 picture with hard edges and
+     * 1-pixel stripes at R = 256, 2x and 4x. Printed for examples/README.md; bounded so that a change shows.
+     */
+    @Test
+    fun boundedDecodingDeviation() {
+        val report = StringBuilder()
+        val worstMean = HashMap<String, Double>()
+        for (img in Vectors.objs(images["images"])) {
+            val name = img["file"] as String
+            if (!name.endsWith(".png")) continue
+            val file = File(imageDir, name)
+            val up = ExifOrientation.apply(readPng(file), ExifOrientation.read(file.readBytes()))
+            val exact = Preprocess.resizeCrop(up, 48, Interpolation.BILINEAR)
+            for ((kind, sub) in listOf("box" to DecodePlan.subsampleBox(up, 2), "nearest" to DecodePlan.subsampleNearest(up, 2))) {
+                val d = deviation(exact, Preprocess.resizeCrop(sub, 48, Interpolation.BILINEAR))
+                worstMean[kind] = Math.max(worstMean[kind] ?: 0.0, d[0])
+                report.append(String.format(java.util.Locale.ROOT, "bounded-decode vectors %s R=48 s=2 %s: mean %.2f max %.0f levels, %.1f%% bytes differ%n",
+                    name, kind, d[0], d[1], d[2]))
+            }
+        }
+        val big = bigPicture(4000, 3000)
+        val exact = Preprocess.resizeCrop(big, 256, Interpolation.BILINEAR)
+        for (s in listOf(2, 4)) for ((kind, sub) in listOf("box" to DecodePlan.subsampleBox(big, s), "nearest" to DecodePlan.subsampleNearest(big, s))) {
+            val d = deviation(exact, Preprocess.resizeCrop(sub, 256, Interpolation.BILINEAR))
+            report.append(String.format(java.util.Locale.ROOT, "bounded-decode 4000x3000 R=256 s=%d %s: mean %.2f max %.0f levels, %.1f%% bytes differ%n",
+                s, kind, d[0], d[1], d[2]))
+            if (kind == "box") assertTrue(report.toString(), d[0] < 2.0)
+        }
+        print(report)
+        // box (JPEG's scaled IDCT): within 2 levels on average; point sampling (PNG) aliases fine detail badly
+        assertTrue(report.toString(), worstMean.getValue("box") < 2.0 && worstMean.getValue("nearest") < 20.0)
+    }
 }
