@@ -16,7 +16,7 @@ from ..errors import UserError
 FORMATS = ("onnx", "coreml", "executorch", "openvino")
 TOWERS = ("image", "text")
 # Core ML defaults to fp16, the Neural Engine's precision: an fp32 ML program runs on the CPU/GPU only
-DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "executorch": "fp32"}
+DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "executorch": "fp32", "openvino": "fp32"}
 PIP_HINT = "pip install 'mc2export[export]'"
 
 
