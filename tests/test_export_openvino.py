@@ -140,6 +140,31 @@ def test_int8_text_tower(checkpoints, tmp_path):
     assert cfg["files"]["text.bin"]["bytes"] < 60e6  # fp32: 170 MB
 
 
+def test_int8_mci_image_recipe():
+    """A tiny MCi image tower through :func:`OV.quantize`: the downsampling layers, the final conv and the head
+    stay in float, activation ranges are the calibration's min / max (what the deep MCi towers need: the
+    fidelity kit's MobileCLIP2-S4 image tower 0.899 -> 0.997); text and ViT towers keep NNCF's default."""
+    import torch
+
+    from mc2export import cards
+    from mc2export.model import CLIPModel
+    from mc2export.export.wrappers import build_wrappers, example_input, precision_sensitive, static_int8_float
+    from test_train_support import tiny_card
+
+    cards.register_card(tiny_card("ov-int8-mci", arch="mci", res=64))
+    torch.manual_seed(0)
+    model = CLIPModel("ov-int8-mci").eval()
+    w = build_wrappers(model, ["image", "text"], True)
+    tail = static_int8_float(w["image"])
+    assert tail == ["visual.trunk.final_conv", "visual.trunk.head"] and static_int8_float(w["text"]) == []
+    x = example_input("image", model.card, 1)
+    data = [torch.rand_like(x).numpy() for _ in range(4)]
+    q, rec = OV.quantize(OV.convert("image", w["image"], x), w["image"], data)
+    assert rec["activation_ranges"] == "min / max" and rec["kept_in_float"] == precision_sensitive(w["image"]) + tail
+    fq = [op.get_friendly_name() for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    assert fq and not [n for n in fq if "final_conv" in n or "trunk.head" in n], fq
+
+
 def _figs(ms, cos, passed=True, **kw):
     return {"ms": ms, "cosine_min": cos, "passed": passed, "tolerance": {"cosine_min": 0.99}, **kw}
 

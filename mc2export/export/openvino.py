@@ -211,34 +211,43 @@ def _quiet_nncf():
 def quantize(model, wrapper, data: Sequence[np.ndarray], log: Callable[[str], None] = lambda s: None):
     """(int8 ``ov.Model``, record): NNCF post-training quantization on ``data`` (model inputs).
 
-    The recipe, chosen on the fidelity kit's MobileCLIP2-S0 towers (min cosine over the probe set): the
-    transformer model type (NNCF's rules for attention and element-wise ops; text 0.9971 -> 0.9994, and
-    MCi0's image tower 0.964 -> 0.990 too), SmoothQuant for the convolutions as well as the matmuls (alpha
-    0.5: MCi0 image 0.990 -> 0.992) and the modules marked ``keep_precision`` (the MCi downsampling
-    layers, :func:`.wrappers.precision_sensitive`) left in float (-> 0.994). No single stage or layer
-    type holds the rest of the error: ignoring the stem, any stage, the head or every depthwise layer
-    moved it by < 0.002. The calibration set's size matters more: MobileCLIP-S0's MCi0 tower (other
-    weights) reached 0.983 calibrated on 16 synthetic images, 0.991 on 64. NNCF's accuracy control (revert
-    the costliest quantizers until a held-out set holds 0.995) reverted one quantizer there, took 2 more
-    minutes and did not help the probe set (0.9907): not used."""
+    The recipe, chosen on the fidelity kit's towers (min cosine over the probe set): the transformer model
+    type (NNCF's rules for attention and element-wise ops; MobileCLIP2-S0 text 0.9971 -> 0.9994, its MCi0
+    image tower 0.964 -> 0.990 too), SmoothQuant for the convolutions as well as the matmuls (alpha 0.5:
+    MCi0 image 0.990 -> 0.992) and the modules marked ``keep_precision`` (the MCi downsampling layers,
+    :func:`.wrappers.precision_sensitive`) left in float (-> 0.994). The deep MCi towers needed two more
+    steps (MobileCLIP2-S3 image 0.969, S4 0.899 without them): the final conv and head in float
+    (``static_int8_float``: S3 -> 0.993) and activation ranges from the calibration's min / max instead of
+    NNCF's default (the mean of per-sample extremes, which cuts the rare large activations of the deep
+    stages: S3 -> 0.991 alone); both together: S3 0.9987, S4 0.9974. Both apply to MCi image towers only
+    (the towers with ``static_int8_float`` modules). The calibration set's size matters: MobileCLIP-S0's MCi0
+    tower (other weights) reached 0.983 calibrated on 16 synthetic images, 0.991 on 64. NNCF's accuracy
+    control (revert the costliest quantizers until a held-out set holds 0.995) reverted one quantizer there,
+    took 2 more minutes and did not help the probe set (0.9907): not used."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    from .wrappers import precision_sensitive
+    from .wrappers import precision_sensitive, static_int8_float
 
-    keep = precision_sensitive(wrapper)
+    tail = static_int8_float(wrapper)
+    keep = precision_sensitive(wrapper) + tail
     scope = nncf.IgnoredScope(patterns=ignored_scope_patterns(keep), validate=False) if keep else None
     alphas = nncf.AdvancedSmoothQuantParameters(convolution=SMOOTH_QUANT_CONV_ALPHA)
+    advanced = {"smooth_quant_alphas": alphas}
+    if tail:
+        advanced["activations_range_estimator_params"] = RangeEstimatorParametersSet.MINMAX
     log(f"  NNCF int8 post-training quantization ({len(data)} calibration inputs"
         + (f"; {len(keep)} modules kept in float" if keep else "") + ")")
     with _quiet_nncf():
         q = nncf.quantize(model, nncf.Dataset(list(data)), subset_size=len(data),
                           model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope,
-                          advanced_parameters=AdvancedQuantizationParameters(smooth_quant_alphas=alphas))
+                          advanced_parameters=AdvancedQuantizationParameters(**advanced))
     n_fq = sum(1 for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
     record = {"method": "nncf.quantize (post-training, static int8 activations and weights)",
               "model_type": "TRANSFORMER", "smooth_quant_alpha": {"convolution": SMOOTH_QUANT_CONV_ALPHA,
                                                                  "matmul": alphas.matmul},
+              "activation_ranges": "min / max" if tail else "NNCF default (mean of per-sample min / max)",
               "kept_in_float": keep, "fake_quantize_nodes": n_fq, "calibration_inputs": len(data)}
     return q, record
 

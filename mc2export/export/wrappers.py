@@ -241,6 +241,13 @@ def precision_sensitive(module: nn.Module) -> list:
     return [n for n, m in module.named_modules() if n and getattr(m, "keep_precision", False)]
 
 
+def static_int8_float(module: nn.Module) -> list:
+    """Paths (as in ``named_modules``) of the submodules that static int8 quantization leaves in float: those
+    named by a module's ``static_int8_float`` (e.g. the MCi final conv and head)."""
+    return [f"{n}.{child}" if n else child for n, m in module.named_modules()
+            for child in getattr(m, "static_int8_float", ())]
+
+
 def under(path: str, prefixes) -> bool:
     """``path`` is one of ``prefixes`` or inside one of them (dotted module paths)."""
     return any(path == p or path.startswith(p + ".") for p in prefixes)
