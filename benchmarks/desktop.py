@@ -139,8 +139,30 @@ def write_markdown(results: dict, path: Path) -> None:
         bad = [k for k, b in (r.get("bundles") or {}).items() if not b["ok"]]
         if bad:
             lines.append(f"- {vid}: left out (export or validation failed): {', '.join(bad)}")
+    same = same_architecture(results["variants"])
+    if same:
+        lines += ["", "Not timed separately: these variants have the image and text architecture (and resolution) of a "
+                  "measured one, so the same graphs and the same latency; only the weights differ, and whether a "
+                  "compressed form holds its tolerance with *their* weights is what `benchmarks/export_all.py` "
+                  "checks, not this table.", ""]
+        lines += [f"- {vid}: as {twin}" for vid, twin in sorted(same.items())]
     lines.append("")
     path.write_text("\n".join(lines))
+
+
+def architecture_key(card: dict) -> str:
+    """What the latency depends on: the image and text architecture and the resolution (not the weights)."""
+    text = {k: v for k, v in card["text"].items() if k != "vocab"}
+    return json.dumps({"image": card["image"], "text": text, "resolution": card["resolution"]}, sort_keys=True)
+
+
+def same_architecture(measured: dict) -> dict:
+    """{unmeasured variant: the measured variant with its architecture}."""
+    import mc2export
+
+    done = {architecture_key(mc2export.get_card(v)): v for v, r in sorted(measured.items()) if "summary" in r}
+    return {v: done[architecture_key(mc2export.get_card(v))] for v in mc2export.list_variants()
+            if v not in measured and architecture_key(mc2export.get_card(v)) in done}
 
 
 def main() -> None:
