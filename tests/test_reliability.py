@@ -298,6 +298,7 @@ def test_sigterm_takes_the_same_path_in_every_command():
     (["train", "missing-folder", "--student", "s0", "-o", "{file}"], "--out"),
     (["train", "missing-folder", "--student", "s0", "-o", "/proc/run"], "--out"),
     (["app-vectors", "-o", "/proc/v", "--bundle", "missing-bundle"], "--out"),
+    (["verify", "missing-bundle", "--json", "/proc/v.json"], "--json"),
     (["onnx", "-v", "s0", "--checkpoint", "missing.pt", "-o", "/proc/b"], "--out"),
 ])
 def test_unwritable_outputs_fail_first(tmp_path, capsys, tiny, argv, option):

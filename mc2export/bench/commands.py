@@ -142,10 +142,10 @@ def register(app: typer.Typer, command) -> None:
             typer.echo(f"wrote {csv_out}")
 
     @command("verify")
-    def verify(bundle: Path = typer.Argument(..., help="Bundle folder written by `mc2export onnx|executorch|coreml "
-                                             "--out DIR`."),
-               runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, coreml "
-                                                     "(macOS) or another runtime that runs the bundle's files. "
+    def verify(bundle: Path = typer.Argument(..., help="Bundle folder written by `mc2export onnx|executorch|coreml|"
+                                             "openvino --out DIR`."),
+               runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, openvino, "
+                                                     "coreml (macOS): a runtime that runs the bundle's files. "
                                                      "Default: the bundle's own format's runtime."),
                threads: Optional[int] = ThreadsOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (figures per tower and "
@@ -156,11 +156,11 @@ def register(app: typer.Typer, command) -> None:
         Exit codes: 0 every tower holds its precision's tolerance; 3 one does not (stderr names the tower and
         the figures); 4 the bundle cannot run here (e.g. Core ML off macOS, runtime not installed): nothing
         was checked; 2 bad input (not a bundle, checksums do not match config.json, no verify/ vectors)."""
+        from ..outputs import output_file
         from .harness import write_json
         from .verify import CANNOT_RUN, failures, table, verify_bundle
 
-        if json_out is not None and json_out.is_dir():
-            raise UserError(f"'{json_out}' is a directory: pass a file path for --json")
+        json_out = output_file(json_out, "--json") if json_out is not None else None
         log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
         log(f"[mc2export] verify {bundle}")
         report = verify_bundle(bundle, runtime, threads=threads, log=log)

@@ -19,5 +19,5 @@ from .pipeline import (DEFAULT_PRECISION, FORMATS, PIP_HINT, TOWERS, default_out
 #   bundle      the bundle directory: atomic writes, checksums, config.json
 #   commands    the CLI commands (registered by mc2export.cli)
 
-__all__ = ["export_bundle", "FORMATS", "TOWERS", "DEFAULT_PRECISION", "default_precision", "precisions", "parse_towers", "load_model", "summary_table",
-           "format_module", "default_out", "quiet_toolchains"]
+__all__ = ["export_bundle", "FORMATS", "TOWERS", "DEFAULT_PRECISION", "default_precision", "precisions", "parse_towers",
+           "load_model", "summary_table", "format_module", "default_out", "quiet_toolchains"]
