@@ -45,7 +45,7 @@ def write(folder: Path, *, precision: str, tolerance: dict, normalized: bool, em
     the rows of ``IMAGE_ROWS`` / ``TEXT_ROWS`` are taken here. ``per_tower``: {tower: (precision,
     tolerance)} where a tower's precision is not the bundle's (OpenVINO ``auto`` chooses per tower): the
     tower's entry then carries its own ``precision`` / ``tier`` / ``tolerance``, and the bundle-level
-    tolerance is the loosest. Returns the manifest."""
+    tolerance stays the bundle precision's (for ``auto``: int8's, the loosest). Returns the manifest."""
     out = Path(folder) / DIR
     out.mkdir(parents=True, exist_ok=True)
     towers = {}
