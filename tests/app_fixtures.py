@@ -88,26 +88,9 @@ def _pieces(cleaned: str) -> List[str]:
 
 
 def _bpe(piece: str, ranks: Dict[tuple, int], applied=None) -> List[str]:
-    if piece in ("<start_of_text>", "<end_of_text>"):
-        return [piece]
-    word = [*piece[:-1], piece[-1] + "</w>"]
-    while len(word) > 1:
-        cands = [(ranks[p], p) for p in zip(word, word[1:]) if p in ranks]
-        if not cands:
-            break
-        _, best = min(cands)
-        if applied is not None:
-            applied.add(best)
-        merged, i = [], 0
-        while i < len(word):
-            if i < len(word) - 1 and (word[i], word[i + 1]) == best:
-                merged.append(word[i] + word[i + 1])
-                i += 2
-            else:
-                merged.append(word[i])
-                i += 1
-        word = merged
-    return word
+    from mc2export.export.validate import minimal_bpe
+
+    return [piece] if piece in ("<start_of_text>", "<end_of_text>") else minimal_bpe(ranks, piece, applied)
 
 
 def tokenizer_slice() -> dict:

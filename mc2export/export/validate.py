@@ -270,6 +270,30 @@ def format_failure(fmt: str, tower: str, precision: str, bad: Sequence[str], fig
             + (f" tolerance {tol}" if tol else ""))
 
 
+def minimal_bpe(ranks: dict, word: str, applied: Optional[set] = None) -> List[str]:
+    """CLIP's BPE as an app port writes it, from the merge ranks alone (``{(a, b): rank}``): ``word`` is one
+    byte-encoded piece; the lowest-ranked pair present is merged everywhere, until none is. ``applied``
+    collects the merges used (the test fixtures build a vocabulary slice from them)."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        rank, i = min(pairs)
+        if rank == 1 << 30:
+            break
+        merged, j, a, b = [], 0, parts[i], parts[i + 1]
+        if applied is not None:
+            applied.add((a, b))
+        while j < len(parts):  # merge every occurrence of the best pair, left to right
+            if j < len(parts) - 1 and parts[j] == a and parts[j + 1] == b:
+                merged.append(a + b)
+                j += 2
+            else:
+                merged.append(parts[j])
+                j += 1
+        parts = merged
+    return parts
+
+
 def tokenizer_parity(folder, texts: Sequence[str], context_length: int = 77) -> dict:
     """Encode ``texts`` with a minimal BPE that reads only the bundle's ``vocab.json`` + ``merges.txt``
     (what an app port does) and compare id for id with :func:`mc2export.tokenize`."""
@@ -285,24 +309,6 @@ def tokenizer_parity(folder, texts: Sequence[str], context_length: int = 77) -> 
     byte_enc = _byte_to_unicode()
     sot, eot = vocab["<start_of_text>"], vocab["<end_of_text>"]
 
-    def bpe(word: str) -> List[str]:
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            pairs = [(ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
-            rank, i = min(pairs)
-            if rank == 1 << 30:
-                break
-            merged, j, a, b = [], 0, parts[i], parts[i + 1]
-            while j < len(parts):  # merge every occurrence of the best pair, left to right
-                if j < len(parts) - 1 and parts[j] == a and parts[j + 1] == b:
-                    merged.append(a + b)
-                    j += 2
-                else:
-                    merged.append(parts[j])
-                    j += 1
-            parts = merged
-        return parts
-
     rows = []
     for text in texts:
         ids = []
@@ -310,7 +316,7 @@ def tokenizer_parity(folder, texts: Sequence[str], context_length: int = 77) -> 
             if piece in ("<start_of_text>", "<end_of_text>"):
                 ids.append(vocab[piece])
                 continue
-            ids.extend(vocab[t] for t in bpe("".join(byte_enc[b] for b in piece.encode("utf-8"))))
+            ids.extend(vocab[t] for t in minimal_bpe(ranks, "".join(byte_enc[b] for b in piece.encode("utf-8"))))
         row = [sot, *ids, eot]
         if len(row) > context_length:
             row = row[:context_length]
