@@ -65,6 +65,16 @@ def output_file(path, option: str = "--out", suffix: Optional[str] = None) -> Pa
     return path
 
 
+def outside(path, folders, option: str, what: str = "the bundle") -> None:
+    """Refuse (``UserError``) an output ``path`` that lies inside one of ``folders`` (the inputs being read,
+    e.g. a bundle whose files are checksummed): a writer never replaces what it does not own."""
+    real = Path(os.path.realpath(Path(path).expanduser()))
+    for folder in folders:
+        root = Path(os.path.realpath(Path(folder).expanduser()))
+        if real == root or root in real.parents:
+            raise UserError(f"{option} '{path}' is inside {what} '{folder}' it reads: write it somewhere else")
+
+
 def output_dir(path, option: str = "--out", *, replace: bool = False) -> Path:
     """Fail early (``UserError``) when ``path`` cannot be used as an output folder; returns it (``~`` expanded).
 
@@ -169,4 +179,4 @@ def run_folder(path, keep: Callable[[Path], bool]) -> Iterator[Path]:
         raise
 
 
-__all__ = ["output_file", "output_dir", "write_atomic", "sweep", "run_folder", "note", "TMP_PREFIX"]
+__all__ = ["output_file", "output_dir", "outside", "write_atomic", "sweep", "run_folder", "note", "TMP_PREFIX"]

@@ -49,6 +49,8 @@ __all__ = [
     "ImageTransform",
     "build_transform",
     "load_image",
+    "resized_size",
+    "MAX_RESIZED_PIXELS",
     "preprocess_batch",
     "OPENAI_MEAN",
     "OPENAI_STD",
@@ -257,13 +259,8 @@ class ImageTransform:
             raise UserError(f"expected a PIL image, got {type(img).__name__}; open files with load_image()")
         r = self.config.resolution
         img = _prepare_mode(_exif_upright(img))
+        size = resized_size(*img.size, r)
         w, h = img.size
-        if w < 1 or h < 1:
-            raise UserError(f"image has no pixels (size {w}x{h})")
-        if w <= h:
-            size = (r, int(r * h / w))
-        else:
-            size = (int(r * w / h), r)
         if size != (w, h):
             img = img.resize(size, self._filter)
         w, h = size
@@ -286,6 +283,25 @@ class ImageTransform:
         x = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         x = x.to(dtype=torch.float32).div(255)
         return x.sub_(self._mean).div_(self._std)
+
+
+# The largest image the shortest-side resize may produce: a 1 x 100000 PNG (476 bytes, well under Pillow's
+# decompression-bomb limit) would otherwise become 256 x 25,600,000 pixels (~20 GB). 2**26 pixels (192 MB
+# as RGB) admits a 256-pixel short side up to an aspect ratio of 1024:1 -- any real photo or panorama.
+MAX_RESIZED_PIXELS = 1 << 26
+
+
+def resized_size(w: int, h: int, resolution: int) -> tuple:
+    """``(w, h)`` after the shortest side goes to ``resolution``; ``UserError`` for an image without pixels
+    or one whose resize would exceed :data:`MAX_RESIZED_PIXELS` (an extreme aspect ratio)."""
+    if w < 1 or h < 1:
+        raise UserError(f"image has no pixels (size {w}x{h})")
+    size = (resolution, int(resolution * h / w)) if w <= h else (int(resolution * w / h), resolution)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        raise UserError(f"image of {w}x{h} pixels has an extreme aspect ratio ({max(w, h) / min(w, h):.0f}:1): its "
+                        f"resize to a {resolution}-pixel short side would need {size[0]}x{size[1]} pixels; crop it "
+                        "first")
+    return size
 
 
 def build_transform(cfg: PreprocessConfig | Mapping[str, Any]) -> ImageTransform:

@@ -17,6 +17,7 @@ from mc2export.bench.bundles import bundle_checksum, load_bundle
 from mc2export.bench.harness import CSV_COLUMNS, assemble, csv_rows, document, table, write_csv
 from mc2export.cli import main
 from mc2export.errors import UserError
+from mc2export.export.reading import write_config
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -46,14 +47,14 @@ def fake_bundle(folder: Path, fmt: str = "executorch", variant: str = "mobilecli
         (folder / f"{t}.{ext}").write_bytes(f"stand-in {t} model".encode())
         models[t] = {"file": f"{t}.{ext}", "files": [f"{t}.{ext}"]}
     (folder / "validation.json").write_text('{"passed": true}\n')
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "created": "2025-11-20T09:00:00+00:00", "runtime": fmt,
+    cfg = {"format": "mc2export-bundle", "bundle_version": 2, "created": "2025-11-20T09:00:00+00:00", "runtime": fmt,
            "variant": variant, "name": "MobileCLIP2-S0", "precision": "fp32", "batch": 1, "resolution": 256,
            "preprocess": {"resolution": 256}, "context_length": 77, "embed_dim": 512, "output_normalized": True,
            "models": models, "weights": {"source": "random", "random_weights": True},
            "versions": {"mc2export": "0.1.0", fmt if fmt != "coreml" else "coremltools": "x"},
            "validation": "validation.json"}
     cfg["files"] = file_table(folder)
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    write_config(folder, cfg)
     return folder
 
 
@@ -472,7 +473,7 @@ def vectors_bundle(folder: Path) -> Path:
                   embed_dim=8, image=(u8, expected["image"]), text=(tokens, expected["text"], [""] * 24))
     cfg = json.loads((b / "config.json").read_text())
     cfg["files"] = file_table(b)
-    (b / "config.json").write_text(json.dumps(cfg))
+    write_config(b, cfg)
     return b
 
 

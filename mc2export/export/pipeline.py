@@ -116,7 +116,7 @@ def _metadata(card: dict, tower: str, fmt: str, precision: str, batch: int, norm
         "description": desc,
         "author": "mc2export " + __version__ + f" (model: Apple {card['family']})",
         "license": card.get("license", "see the weights' source"),
-        "mc2export.bundle_version": "1",
+        "mc2export.bundle_version": "2",
         "mc2export.variant": card["id"],
         "mc2export.name": card["name"],
         "mc2export.tower": tower,
@@ -315,7 +315,9 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         B.write_json(tmp / "validation.json", validation)
         config = _config(card, fmt, precision, batch, normalize, weights, logit_scale, exported, versions)
         config["files"] = B.file_table(tmp)
-        B.write_json(tmp / "config.json", config)
+        from .reading import write_config
+
+        write_config(tmp, config)
         result["files"] = config["files"]
         result["total_bytes"] = sum(f["bytes"] for f in config["files"].values())
     result["out"] = str(Path(out).absolute())
