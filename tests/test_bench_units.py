@@ -112,6 +112,28 @@ def test_quick_and_mlperf_need_both_count_and_duration():
     assert stats.plan_iterations(500.0, stats.get_mode("mlperf")) == 1024
 
 
+def test_quick_stops_on_wall_time_not_on_the_sum_of_samples():
+    """What tests/test_bench_e2e.py may assert: the round lasts >= 2 s of wall time; the samples (the calls
+    alone) can sum to less when the machine is busy between calls."""
+    clock = {"t": 0}
+
+    def call():
+        clock["t"] += int(90e6)  # 90 ms in the call, 10 ms outside it (the loop, a busy machine)
+
+    def now():
+        clock["t"] += int(5e6)
+        return clock["t"]
+
+    raw = stats.run_protocol(call, stats.get_mode("quick", warmup=0), clock=now)
+    assert raw["duration_s"] >= 2.0 and sum(raw["samples_ms"]) < 2000.0 and len(raw["samples_ms"]) >= 20
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, 1e308])
+def test_absurd_seconds_are_refused(seconds):
+    with pytest.raises(UserError, match="--seconds must be"):
+        stats.get_mode("quick", seconds=seconds)
+
+
 def test_mode_overrides_are_marked_non_standard():
     m = stats.get_mode("quick", iterations=3, seconds=0)
     assert (m.min_iterations, m.min_seconds) == (3, 0.0) and not stats.is_standard(m)
