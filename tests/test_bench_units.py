@@ -270,6 +270,49 @@ def test_bench_report_bad_input_is_one_line(tmp_path, capsys):
     assert code == 2 and "do not follow the mc2export bench schema" in one_line_error(err)
 
 
+def test_bench_report_never_replaces_what_it_did_not_write(tmp_path, capsys):
+    files = [FIX / "app_ios_result.json"]
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "report.md").write_text("my notes\n")
+    code, _, err = run(capsys, "bench-report", *files, "--out", user)
+    assert code == 2 and "did not write (report.md)" in one_line_error(err)
+    assert (user / "report.md").read_text() == "my notes\n"
+    (user / "report.md").unlink()
+    (user / "photo.jpg").write_bytes(b"x")
+    code, _, err = run(capsys, "bench-report", *files, "--out", user)
+    assert code == 2 and "photo.jpg" in one_line_error(err)
+    code, _, err = run(capsys, "bench-report", *files, "--out", tmp_path / "rep")
+    assert code == 0, err
+    code, _, err = run(capsys, "bench-report", *files, "--out", tmp_path / "rep")  # our own report: replaced
+    assert code == 0, err
+
+
+def test_bench_report_absurd_numbers_and_hostile_text(tmp_path, capsys):
+    doc = app_docs()[0]
+    doc["results"][0]["total"]["headline_ms"] = 1e308
+    p = tmp_path / "big.json"
+    p.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "bench-report", p, "--out", tmp_path / "o")
+    assert code == 2 and "absurd number" in one_line_error(err) and not (tmp_path / "o").exists()
+    for text in ('{"results": NaN}', '{"a": 1e999}', "[" * 50000 + "]" * 50000):
+        p.write_text(text)
+        code, _, err = run(capsys, "bench-report", p, "--out", tmp_path / "o")
+        assert code == 2 and "not valid JSON" in one_line_error(err)
+    doc = app_docs()[0]
+    doc["results"][0]["variant"] = "mobileclip2-s0 | <img src=x onerror=alert(1)>"
+    doc["results"][0]["verdict"]["note"] = "<script>alert(1)</script>"
+    p.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "bench-report", p, "--out", tmp_path / "o")
+    assert code == 0, err
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "<img" not in md and "<script>" not in md and "&lt;script&gt;" in md
+    row = next(ln for ln in md.splitlines() if "onerror" in ln)
+    head = next(ln for ln in md.splitlines() if ln.startswith("| variant"))
+    cells = re.compile(r"(?<!\\)\|")
+    assert len(cells.findall(row)) == len(cells.findall(head))  # the same number of cells
+
+
 # ---------------------------------------------------------------------------------------------- bad input (host)
 
 def test_missing_and_corrupt_bundles_are_one_line_errors(tmp_path, capsys):
