@@ -137,6 +137,17 @@ def expand_shards(specs) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------- tar reading
+SKIP_LIMIT = 1000  # consecutive skipped samples after which a training stream gives up
+
+
+def safe_member(name: str) -> bool:
+    """A tar member name we read: relative, no ``..`` / empty components, no backslash or NUL. Others are
+    refused (skipped and counted): their keys would travel into reinforce's shards and a consumer's paths."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and "\0" not in name \
+        and not re.match(r"[A-Za-z]:", name) and all(p not in ("", ".", "..") for p in parts)
+
+
 def split_key(name: str) -> Tuple[str, str]:
     """webdataset's ``base_plus_ext``: ``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``)."""
     m = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", name)
@@ -163,6 +174,10 @@ def iter_members(path: str, stats: Optional[Stats] = None) -> Iterator[Tuple[str
                         continue
                     base = member.name.rsplit("/", 1)[-1]
                     if base.startswith(".") or (base.startswith("__") and base.endswith("__")):
+                        continue
+                    if not safe_member(member.name):
+                        if stats is not None:
+                            stats.skip("unsafe member name (absolute or '..')", f"{path}: {member.name[:80]!r}")
                         continue
                     data = tf.extractfile(member).read()
                     yield member.name, data
@@ -207,6 +222,8 @@ class ShardWriter:
         self.count = 0
 
     def write(self, key: str, files: Dict[str, bytes]) -> None:
+        if not safe_member(key):
+            raise ValueError(f"sample key {key!r} is not a safe member name")
         if "." in key.rsplit("/", 1)[-1]:
             raise ValueError(f"sample key {key!r} contains a dot: webdataset would split it")
         for ext, data in files.items():
@@ -586,15 +603,22 @@ class TrainStream(_IterableBase):
                     return
 
         batch: List[Dict] = []
+        dry = 0  # samples skipped since the last usable one
         for s in _shuffled(raw(), self.spec.shuffle_buffer, rng):
             try:
                 ex = make_example(s, self.spec, rng)
             except SampleError as e:
                 stats.skip(str(e), f"{s.get('__url__', '?')} key {s.get('__key__', '?')}")
+                dry += 1
+                if dry >= SKIP_LIMIT:  # the shards are read with replacement: without this, a spin forever
+                    yield {"error": f"{dry} samples in a row were skipped and none was usable "
+                                    f"({dict(stats.reasons)}): check the data (images, paug.json, captions)"}
+                    return
                 continue
             except EmbeddingMismatch as e:
                 yield {"error": str(e)}
                 return
+            dry = 0
             stats.samples += 1
             batch.append(ex)
             if len(batch) == self.spec.batch_size:
@@ -637,7 +661,8 @@ def write_json_atomic(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
-__all__ = ["Stats", "merge_stats", "expand_shards", "iter_members", "iter_samples", "split_key", "ShardWriter",
+__all__ = ["Stats", "merge_stats", "expand_shards", "iter_members", "iter_samples", "split_key", "safe_member",
+           "SKIP_LIMIT", "ShardWriter",
            "encode_embeddings", "decode_embeddings", "list_image_folder", "Source", "image_entry",
            "decode_image", "join_by_key", "read_manifest", "EmbeddingMismatch", "SampleError", "MANIFEST",
            "FORMAT", "SYN_KEY_REGEX", "IMAGE_EXTS", "class_caption", "write_json_atomic", "TarReader", "StreamSpec",
