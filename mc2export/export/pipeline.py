@@ -212,6 +212,8 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         raise UserError("--calibration is for `mc2export openvino --precision int8|auto` (NNCF's calibration set)")
     if calibration is not None and not Path(calibration).is_dir():
         raise UserError(f"--calibration '{calibration}' is not a folder: pass a folder of images (and captions.txt)")
+    if calibration is not None:
+        format_module(fmt).check_calibration(calibration, parse_towers(towers))
     out = Path(out) if out is not None else default_out(fmt, vid, precision, delegate)
     B.check_out(out, force)
     fmt_mod = format_module(fmt)
