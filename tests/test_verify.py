@@ -53,7 +53,7 @@ def fake_bundle(folder: Path, fmt: str, towers=("image", "text"), precision="fp3
                   text=(rng.integers(0, 49408, (24, 77), dtype=np.int32), rng.normal(size=(24, 8)),
                         [f"t{i}" for i in range(24)]) if "text" in towers else None)
     cfg = {"format": "mc2export-bundle", "bundle_version": 2, "runtime": fmt, "variant": "mobileclip2-s0",
-           "precision": precision, "batch": 1, "resolution": 4, "embed_dim": 8, "models": models,
+           "precision": precision, "batch": 1, "resolution": 4, "context_length": 77, "embed_dim": 8, "models": models,
            "weights": {"source": "random", "random_weights": True}, "validation": "validation.json"}
     (folder / "validation.json").write_text("{}")
     write_config(folder, cfg)
