@@ -137,3 +137,30 @@ def test_calibration_captions_not_utf8_fail_before_slow_work(tmp_path, capsys):
     (cal / "captions.txt").write_text("\n \n")
     assert "is empty" in error_line(*run(capsys, "openvino", "--variant", "s0", "--random-weights", "--precision",
                                          "int8", "--calibration", cal, "--out", tmp_path / "b")[::2])
+
+
+def test_aspect_ratio_bomb_is_refused_before_the_resize(tmp_path):
+    """A 1 x 100000 PNG (a few hundred bytes, far under Pillow's pixel limit) would resize to 256 x 25,600,000."""
+    import sys
+
+    from PIL import Image
+
+    from mc2export.errors import UserError
+    from mc2export.preprocess import MAX_RESIZED_PIXELS, build_transform, load_image, resized_size
+
+    p = tmp_path / "bomb.png"
+    Image.new("L", (1, 100000)).save(p, optimize=True)
+    assert p.stat().st_size < 2000
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="extreme aspect ratio"):
+        build_transform({"resolution": 256, "interpolation": "bilinear", "mean": [0, 0, 0], "std": [1, 1, 1]}).to_uint8(
+            load_image(p))
+    assert time.perf_counter() - t0 < 5
+    assert resized_size(4000, 3000, 256) == (341, 256) and resized_size(256, 256 * 1000, 256)[1] * 256 <= MAX_RESIZED_PIXELS
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "python"))
+    try:
+        import mc2bundle
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(mc2bundle.BundleError, match="extreme aspect ratio"):
+        mc2bundle.load_crop(p, 256, "bilinear")
