@@ -537,7 +537,7 @@ def vectors_bundle(folder: Path) -> Path:
     vectors.write(b, precision="fp32", tolerance={"cosine_min": 0.99999, "max_abs_over_std": 1e-4}, normalized=True,
                   embed_dim=8, image=(u8, expected["image"]), text=(tokens, expected["text"], [""] * 24))
     cfg = json.loads((b / "config.json").read_text())
-    cfg["files"] = file_table(b)
+    cfg.update(embed_dim=8, resolution=4, preprocess={"resolution": 4}, files=file_table(b))
     write_config(b, cfg)
     return b
 
