@@ -16,7 +16,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-_WORK = Path(tempfile.mkdtemp(prefix="mc2export-fuzz-"))
+# in memory where there is a /dev/shm: the bundle target writes and re-hashes a folder on every input
+_WORK = Path(tempfile.mkdtemp(prefix="mc2export-fuzz-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
 
 
 def _write(name: str, data: bytes) -> Path:
