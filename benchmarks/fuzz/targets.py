@@ -13,11 +13,14 @@ Targets:
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
 # in memory where there is a /dev/shm: the bundle target writes and re-hashes a folder on every input
 _WORK = Path(tempfile.mkdtemp(prefix="mc2export-fuzz-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+atexit.register(shutil.rmtree, _WORK, True)
 
 
 def _write(name: str, data: bytes) -> Path:
