@@ -3,6 +3,7 @@ mutations; any exception other than the target's documented error type fails (li
 The long campaigns and their figures: benchmarks/results/fuzz.md."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_every_fuzz_target_short_run(tmp_path):
     assert set(TARGETS) == set(RUNS) and all(any((CORPUS / t).iterdir()) for t in RUNS)
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fuzz" / "run.py"), "--all", str(tmp_path),
                            *(f"{t}={n}" for t, n in RUNS.items())], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path)
+                          cwd=tmp_path, env={**os.environ, "MC2EXPORT_FUZZ_WORK": str(tmp_path)})
     tail = proc.stderr[-4000:]
     assert proc.returncode == 0 and "fuzz targets that failed: none" in proc.stderr, tail
     for t, n in RUNS.items():

@@ -14,12 +14,15 @@ Targets:
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 # in memory where there is a /dev/shm: the bundle target writes and re-hashes a folder on every input
-_WORK = Path(tempfile.mkdtemp(prefix="mc2export-fuzz-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+# (libFuzzer ends the process without Python's atexit: MC2EXPORT_FUZZ_WORK=DIR puts it in a folder you remove)
+_WORK = Path(tempfile.mkdtemp(prefix="mc2export-fuzz-", dir=os.environ.get("MC2EXPORT_FUZZ_WORK") or (
+    "/dev/shm" if Path("/dev/shm").is_dir() else None)))
 atexit.register(shutil.rmtree, _WORK, True)
 
 
