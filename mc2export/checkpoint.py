@@ -93,8 +93,8 @@ def _read_pickle(p: Path):
                         + (f" ({found.group(1)})" if found else "")
                         + ", not only tensors, and loading it could run code; pass a plain state dict "
                         "(torch.save(model.state_dict(), ...)) or a .safetensors file") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"cannot read checkpoint '{p}': truncated or corrupt ({first_line(e)}); "
+    except Exception as e:  # torch's weights-only unpickler raises many types on damage (IndexError: fuzzing)
+        raise UserError(f"cannot read checkpoint '{p}': truncated or corrupt ({type(e).__name__}: {first_line(e)}); "
                         "download it again") from None
 
 

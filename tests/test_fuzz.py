@@ -34,3 +34,15 @@ def test_every_fuzz_target_short_run(tmp_path):
     for t, n in RUNS.items():
         assert f"Done {n} runs" in proc.stderr, tail
     assert "pwned" not in proc.stdout  # the checkpoint seed's pickled object was never called
+
+
+def test_fuzz_finding_damaged_pickle_is_one_line(tmp_path):
+    """Campaign finding (benchmarks/results/fuzz.md): torch's weights-only unpickler raised IndexError on a
+    5-byte pickle (PROTO 2, TUPLE1 on an empty stack); read_checkpoint let it escape."""
+    from mc2export.checkpoint import read_checkpoint
+    from mc2export.errors import UserError
+
+    p = tmp_path / "w.pt"
+    p.write_bytes(b"\x80\x02\x85.")
+    with pytest.raises(UserError, match="truncated or corrupt \\(IndexError"):
+        read_checkpoint(p)
