@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .errors import UserError, first_line
+from .strictjson import loads as strict_loads
 
 StateDict = Dict[str, torch.Tensor]
 LAYOUTS = ("open_clip", "apple_v1", "timm", "mc2export")
@@ -311,7 +312,11 @@ def register_embedded_card(path) -> Optional[str]:
         return None
     from .cards import register_card
 
-    return register_card(json.loads(card))
+    try:
+        parsed = strict_loads(card)
+    except ValueError as e:
+        raise UserError(f"'{p}' carries a model card that is not valid JSON ({e}): save the checkpoint again") from None
+    return register_card(parsed)
 
 
 def save_checkpoint(model, path: str | os.PathLike) -> Path:

@@ -57,9 +57,9 @@ def test_reinforce_never_copies_hostile_names(tmp_path):
 
 
 def _spec(**kw):
-    return D.StreamSpec(batch_size=2, size=16, mean=(0, 0, 0), std=(1, 1, 1), interpolation="bilinear",
-                        context_length=16, reinforced=False, aug=AugmentConfig(size=24).to_dict(), shuffle_buffer=4,
-                        **kw)
+    return D.StreamSpec(**{**dict(batch_size=2, size=16, mean=(0, 0, 0), std=(1, 1, 1), interpolation="bilinear",
+                                  context_length=16, reinforced=False, aug=AugmentConfig(size=24).to_dict(),
+                                  shuffle_buffer=4), **kw})
 
 
 def test_train_stream_stops_when_every_sample_is_skipped(tmp_path, monkeypatch):
@@ -106,3 +106,25 @@ def test_a_shard_is_done_only_with_our_record(tmp_path):
     assert reinforce(cfg)["shards_written"] == 0  # ours, recorded: done
     _tar(shard, [("00009.txt", b"someone else's tar")])
     assert reinforce(cfg)["shards_written"] == 1 and shard.read_bytes() == ours  # not ours: made again
+
+
+def test_deep_or_non_finite_json_in_samples_and_captions_is_one_line(tmp_path):
+    """JSON members of a sample (json, paug.json, syn.json) and the captions file are parsed strictly: deep
+    nesting is a skipped sample or one line, never a RecursionError."""
+    from mc2export.strictjson import BadJSON, loads
+    from mc2export.train.reinforce import read_captions
+
+    deep = b"[" * 100000 + b"]" * 100000
+    for bad in (deep, b"NaN", b"1e999", b'{"a": Infinity}'):
+        with pytest.raises(BadJSON):
+            loads(bad)
+    spec = _spec(reinforced=True)
+    s = {"__key__": "k", "jpg": _good("k")[0][1], "txt": b"x", "paug.json": deep}
+    with pytest.raises(D.SampleError, match="paug.json"):
+        D.make_example(s, spec, __import__("random").Random(0))
+    (tmp_path / "caps.json").write_bytes(deep)
+    with pytest.raises(UserError, match="cannot read captions file"):
+        read_captions(str(tmp_path / "caps.json"))
+    (tmp_path / "caps.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="cannot read captions file"):
+        read_captions(str(tmp_path / "caps.json"))

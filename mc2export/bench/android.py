@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 
 REMOTE_ROOT = "/data/local/tmp/mc2export"
 RUNNER_NAME = "executor_runner"
@@ -531,7 +532,7 @@ def parse_app_result(text: str, source: str = "app") -> dict:
     from .schema import validate
 
     try:
-        doc = json.loads(text)
+        doc = strict_loads(text)
     except ValueError:
         raise UserError(f"the {source} wrote no valid JSON result: open the app once, check it is a debuggable "
                         "build with the benchmark mode, and retry") from None

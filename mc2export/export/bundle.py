@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 from ..outputs import TMP_PREFIX, output_dir, sweep
 
 from .reading import BUNDLE_FORMAT, BUNDLE_VERSION, CONFIG_SHA256
@@ -54,7 +55,7 @@ def check_replaceable(out: Path) -> None:
         raise UserError(f"--out '{out}' is the current folder or holds it: --force never replaces that; "
                         "cd to another folder, or choose another --out")
     try:
-        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        cfg = strict_loads((out / "config.json").read_bytes())
     except (OSError, ValueError):
         cfg = None
     if not isinstance(cfg, dict) or cfg.get("format") != BUNDLE_FORMAT:

@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
 from ..errors import UserError
+from ..strictjson import MAX_JSON_BYTES, MAX_JSON_DEPTH, BadJSON, loads
 
 BUNDLE_FORMAT = "mc2export-bundle"
 BUNDLE_VERSION = 2
 CONFIG = "config.json"
 CONFIG_SHA256 = "config.json.sha256"
 MANIFEST_VERSION = 1
-MAX_JSON_BYTES = 16 << 20     # config.json / manifest.json / results files: far above any real one
-MAX_JSON_DEPTH = 32
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 REEXPORT = "re-export it with this mc2export"
 # precision -> tolerance tier (validate.tolerance_for's grouping); a precision not named here is refused
@@ -39,56 +37,6 @@ TIERS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "compressed", "
          "int8-bf16": "compressed", "pal6": "compressed", "pal4": "compressed", "auto": "compressed"}
 BOUNDS = {"resolution": (1, 4096), "embed_dim": (1, 8192), "context_length": (1, 1024), "batch": (1, 4096),
           "rows": (1, 10000)}
-
-
-class BadJSON(ValueError):
-    """JSON we refuse: not JSON, NaN / Infinity, a number that overflows, too large or too deep."""
-
-
-def _no_constant(name: str):
-    raise BadJSON(f"{name} is not a number JSON allows")
-
-
-def _finite_float(text: str) -> float:
-    x = float(text)
-    if not math.isfinite(x):
-        raise BadJSON(f"number {text[:40]} is out of range")
-    return x
-
-
-def _depth_ok(obj, limit: int) -> bool:
-    stack = [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, (dict, list)):
-            if d > limit:
-                return False
-            stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
-    return True
-
-
-def loads(data, limit: int = MAX_JSON_BYTES, depth: int = MAX_JSON_DEPTH):
-    """Strict JSON: ``BadJSON`` for anything we refuse (never RecursionError, never NaN or inf)."""
-    if isinstance(data, (bytes, bytearray)):
-        if len(data) > limit:
-            raise BadJSON(f"{len(data)} bytes, more than {limit}")
-        try:
-            data = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise BadJSON(f"not UTF-8 (byte {e.start})") from None
-    elif len(data) > limit:
-        raise BadJSON(f"{len(data)} characters, more than {limit}")
-    try:
-        obj = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
-    except BadJSON:
-        raise
-    except RecursionError:
-        raise BadJSON("nested too deeply") from None
-    except ValueError as e:  # JSONDecodeError, int too long
-        raise BadJSON(str(e).splitlines()[0][:120]) from None
-    if not _depth_ok(obj, depth):
-        raise BadJSON(f"nested deeper than {depth} levels")
-    return obj
 
 
 def read_json(path: Path, what: str, hint: str, limit: int = MAX_JSON_BYTES):

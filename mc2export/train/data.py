@@ -28,6 +28,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 FOLDER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -473,7 +474,7 @@ def make_example(s: Dict, spec: StreamSpec, rng) -> Dict:
         import hashlib
 
         try:
-            want = json.loads(s["json"]).get("sha256")
+            want = strict_loads(s["json"]).get("sha256")
         except (ValueError, AttributeError):
             want = None
         if want and hashlib.sha256(ent[1]).hexdigest() != want:
@@ -482,7 +483,7 @@ def make_example(s: Dict, spec: StreamSpec, rng) -> Dict:
     aug = AugmentConfig.from_dict(spec.aug)
     if spec.reinforced:
         try:
-            paug = json.loads(s["paug.json"])["param_aug"]
+            paug = strict_loads(s["paug.json"])["param_aug"]
         except (KeyError, ValueError, TypeError):
             raise SampleError("missing or unreadable paug.json") from None
         if not isinstance(paug, list) or not paug:
@@ -515,7 +516,7 @@ def make_example(s: Dict, spec: StreamSpec, rng) -> Dict:
             ex["img_emb"], ex["gt_emb"] = embs["image_emb"][k], embs["text_emb"][0]
         if spec.captions == "both":
             try:
-                syn = json.loads(s["syn.json"])
+                syn = strict_loads(s["syn.json"])
             except (KeyError, ValueError):
                 raise SampleError("missing or unreadable syn.json") from None
             keys = [key for key, v in syn.items() if re.match(spec.syn_regex, key) and isinstance(v, list) and v]
@@ -649,7 +650,7 @@ def read_manifest(data: str | os.PathLike) -> Optional[dict]:
     if m is None or not m.is_file():
         return None
     try:
-        return json.loads(m.read_text(encoding="utf-8"))
+        return strict_loads(m.read_bytes())
     except ValueError as e:
         raise UserError(f"cannot read '{m}': {e}") from None
 

@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 from ..outputs import output_dir, run_folder
 from .augment import AugmentConfig, draw, replay, sample_rng, to_tensor
 from .data import (FORMAT, MANIFEST, SKIP_LIMIT, SampleError, ShardWriter, Source, Stats, decode_image,
@@ -215,16 +216,16 @@ def read_captions(path: str) -> Dict[str, List[str]]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"captions file not found: '{p}'")
-    text = p.read_text(encoding="utf-8")
     try:
+        text = p.read_text(encoding="utf-8")
         if p.suffix == ".jsonl":
             table = {}
             for line in text.splitlines():
                 if line.strip():
-                    rec = json.loads(line)
+                    rec = strict_loads(line)
                     table[str(rec["key"])] = list(rec["captions"])
             return table
-        obj = json.loads(text)
+        obj = strict_loads(text)
         return {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in obj.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"cannot read captions file '{p}' ({e}): expected JSON {{key: [captions]}} or JSONL "
@@ -281,7 +282,7 @@ def _done(out: Path, i: int) -> bool:
     if not (tar.is_file() and st.is_file()):
         return False
     try:
-        rec = json.loads(st.read_text(encoding="utf-8"))
+        rec = strict_loads(st.read_bytes())
     except (OSError, ValueError):
         return False
     st = tar.stat()
@@ -326,7 +327,7 @@ def _reinforce(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], ca
     manifest = _manifest(cfg, source, teachers, aug, captioner)
     mpath = out / MANIFEST
     if mpath.is_file():
-        old = json.loads(mpath.read_text(encoding="utf-8"))
+        old = strict_loads(mpath.read_bytes())
         diff = [k for k in manifest if k != "teachers" and old.get(k) != manifest[k]]
         if [t["spec"] for t in old.get("teachers", [])] != cfg.teachers:
             diff.insert(0, "teachers")
@@ -438,7 +439,7 @@ def _prepare(s: dict, aug: AugmentConfig, cfg: ReinforceConfig, stats: Stats) ->
     meta = {}
     if "json" in s:
         try:
-            meta = json.loads(s["json"])
+            meta = strict_loads(s["json"])
             meta = meta if isinstance(meta, dict) else {}
         except ValueError:
             meta = {}
