@@ -76,6 +76,14 @@ def test_a_symlink_out_of_the_bundle_is_refused(tiny, tmp_path, capsys):
         load_bundle(tiny)
 
 
+def test_a_fifo_in_the_bundle_is_refused_not_hashed(tiny, capsys):
+    os.mkfifo(tiny / "verify" / "pipe")  # listed or not: opening it to hash it would wait forever
+    cfg = T.config(tiny)
+    cfg["files"]["verify/pipe"] = {"sha256": "0" * 64, "bytes": 0}
+    write_config(tiny, cfg)
+    assert "not a regular file" in one_line_error(*run(capsys, "verify", tiny)[::2])
+
+
 def test_the_tolerance_comes_from_the_tier_not_the_file(tiny, capsys):
     """cosine_min -1 in the manifest and an unrelated model's outputs as the expected vectors: still the fp32
     tier's cos >= 0.99999, so the tower fails (exit 3)."""

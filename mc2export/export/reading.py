@@ -104,8 +104,8 @@ def inside(folder, rel, field: str) -> Path:
 
 
 def walk(folder) -> Iterator[str]:
-    """Relative POSIX paths of the files under ``folder``, sorted; a symlink that leaves it, or a symlinked
-    folder, is refused (R2)."""
+    """Relative POSIX paths of the files under ``folder``, sorted; a symlink that leaves it, a symlinked
+    folder or anything but a regular file (a FIFO would hang the hashing) is refused (R2)."""
     folder = Path(folder)
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -117,6 +117,8 @@ def walk(folder) -> Iterator[str]:
                 if p.is_dir():
                     raise UserError(f"bundle '{folder}' is refused: {rel!r} is a symlinked folder: {REEXPORT}")
             if name in filenames:
+                if not p.is_file():  # a FIFO or device would hang or lie when hashed
+                    raise UserError(f"bundle '{folder}' is refused: {rel!r} is not a regular file: {REEXPORT}")
                 out.append(rel)
     return iter(sorted(out))
 
