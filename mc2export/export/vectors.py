@@ -140,8 +140,12 @@ def read(bundle: Path, config: Optional[dict] = None) -> dict:
     for tower, entry in towers.items():
         if not isinstance(entry, dict):
             bad(f"{tower}: not an object")
-        if precision == "auto" and entry.get("precision", "int8") not in TIERS:
-            bad(f"{tower}: precision {str(entry.get('precision'))[:40]!r} is not one this mc2export knows")
+        if precision == "auto":
+            if entry.get("precision", "int8") not in TIERS:
+                bad(f"{tower}: precision {str(entry.get('precision'))[:40]!r} is not one this mc2export knows")
+            chosen = ((config or {}).get("models", {}).get(tower, {}).get("openvino") or {}).get("precision")
+            if chosen is not None and entry.get("precision") != chosen:  # config.json records what auto chose
+                bad(f"{tower}: precision {entry.get('precision')} but config.json says {chosen}")
         want_dtype = {"inputs": "uint8" if tower == "image" else "int32", "expected": "float32"}
         arrays = {}
         for part in ("inputs", "expected"):
