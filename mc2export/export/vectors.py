@@ -144,7 +144,8 @@ def read(bundle: Path, config: Optional[dict] = None) -> dict:
             if entry.get("precision", "int8") not in TIERS:
                 bad(f"{tower}: precision {str(entry.get('precision'))[:40]!r} is not one this mc2export knows")
             chosen = ((config or {}).get("models", {}).get(tower, {}).get("openvino") or {}).get("precision")
-            if chosen is not None and entry.get("precision") != chosen:  # config.json records what auto chose
+            if chosen is not None and TIERS.get(chosen) != TIERS[entry.get("precision", "int8")]:
+                # config.json records what auto chose (int8-bf16 is int8 at a bf16 hint: the same tier)
                 bad(f"{tower}: precision {entry.get('precision')} but config.json says {chosen}")
         want_dtype = {"inputs": "uint8" if tower == "image" else "int32", "expected": "float32"}
         arrays = {}
