@@ -34,6 +34,7 @@ Beyond the reference (our choices, applied before step 1):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
@@ -50,7 +51,10 @@ __all__ = [
     "build_transform",
     "load_image",
     "resized_size",
+    "check_decodable",
     "MAX_RESIZED_PIXELS",
+    "MAX_DECODE_PIXELS",
+    "MAX_ASPECT_RATIO",
     "preprocess_batch",
     "OPENAI_MEAN",
     "OPENAI_STD",
@@ -285,6 +289,25 @@ class ImageTransform:
         return x.sub_(self._mean).div_(self._std)
 
 
+# Checked from the header, before any pixel is decoded: Pillow's own limit (its DecompressionBombWarning
+# threshold, ~89 megapixels, an error here) and an aspect ratio no photo has (a 4 x 33,554,436 TIFF of a few
+# hundred bytes took > 10 s to decode: found by fuzzing).
+MAX_DECODE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89478485)
+MAX_ASPECT_RATIO = 1024
+
+
+def check_decodable(w: int, h: int) -> None:
+    """``UserError`` for an image too large to decode, or of an extreme aspect ratio, from its header size."""
+    if w < 1 or h < 1:
+        raise UserError(f"image has no pixels (size {w}x{h})")
+    if w * h > MAX_DECODE_PIXELS:
+        raise UserError(f"image of {w}x{h} pixels is larger than {MAX_DECODE_PIXELS / 1e6:.0f} megapixels: "
+                        "downscale it first")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise UserError(f"image of {w}x{h} pixels has an extreme aspect ratio ({max(w, h) // min(w, h)}:1): "
+                        "crop it first")
+
+
 # The largest image the shortest-side resize may produce: a 1 x 100000 PNG (476 bytes, well under Pillow's
 # decompression-bomb limit) would otherwise become 256 x 25,600,000 pixels (~20 GB). 2**26 pixels (192 MB
 # as RGB) admits a 256-pixel short side up to an aspect ratio of 1024:1 -- any real photo or panorama.
@@ -328,9 +351,12 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if p.is_dir():
         raise UserError(f"cannot read image '{p}': it is a folder, not an image file")
     try:
-        with Image.open(p) as im:
-            im.load()
-            return im
+        with warnings.catch_warnings():  # Pillow's bomb warning: check_decodable refuses those, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                check_decodable(*im.size)  # before decoding: the header's size
+                im.load()
+                return im
     except Image.UnidentifiedImageError as exc:
         raise UserError(f"cannot read image '{p}': not an image file ({_one_line(exc)}); {hint}") from None
     except Image.DecompressionBombError as exc:

@@ -164,3 +164,27 @@ def test_aspect_ratio_bomb_is_refused_before_the_resize(tmp_path):
         sys.path.pop(0)
     with pytest.raises(mc2bundle.BundleError, match="extreme aspect ratio"):
         mc2bundle.load_crop(p, 256, "bilinear")
+
+
+def test_image_bombs_are_refused_from_the_header(tmp_path):
+    """Fuzz finding (benchmarks/results/fuzz.md): a 160-byte TIFF declaring 4 x 33,554,436 pixels, under Pillow's
+    error limit, took > 10 s to decode. The header's size is checked first (mc2export and examples/python)."""
+    import base64
+
+    from mc2export.errors import UserError
+    from mc2export.preprocess import load_image
+    from mc2export.train.data import SampleError, decode_image
+
+    data = base64.b64decode(FUZZ_TIFF)
+    p = tmp_path / "bomb.tif"
+    p.write_bytes(data)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="extreme aspect ratio|megapixels"):
+        load_image(p)
+    with pytest.raises(SampleError):
+        decode_image(data)
+    assert time.perf_counter() - t0 < 2
+
+
+FUZZ_TIFF = ("SUkqAAgAAAAJAAABBAABAAAABAAAAAEBBAABAAAABAAAAgADAAEBAAAAEAAAAAMBAwABAAAAAQAAAAYBAwABAAAAAQAAABEBBAABAAAA"
+             "egAAABYBBAABAAAABAAAABcBBAABAAAAIAAAABwBAwABAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==")

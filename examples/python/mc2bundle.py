@@ -134,6 +134,9 @@ def load_crop(path, resolution: int, interpolation: str):
         raise BundleError(f"unsupported interpolation {interpolation!r} in config.json")
     try:
         with Image.open(path) as im:
+            w, h = im.size  # from the header: refuse a bomb before decoding it (mc2export.preprocess.check_decodable)
+            if w * h > (Image.MAX_IMAGE_PIXELS or 89478485) or max(w, h) > 1024 * max(1, min(w, h)):
+                raise BundleError(f"image '{path}' ({w}x{h}) is too large or has an extreme aspect ratio: crop it first")
             im.load()
             img = ImageOps.exif_transpose(im)
     except (OSError, ValueError) as e:

@@ -363,8 +363,11 @@ def image_entry(sample: Dict) -> Optional[Tuple[str, bytes]]:
 def decode_image(data: bytes):
     from PIL import Image
 
+    from ..preprocess import check_decodable
+
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_decodable(*im.size)  # from the header, before decoding (a bomb is a skipped sample)
             im.load()
             return im.convert("RGB")
     except Exception as e:  # PIL raises many types for damaged data
