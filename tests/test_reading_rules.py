@@ -255,3 +255,10 @@ def test_web_server_does_not_follow_symlinks_out(tiny, tmp_path):
         assert urllib.request.urlopen(url + "bundle/config.json", timeout=10).status == 200
     finally:
         server.shutdown()
+
+
+def test_eval_zeroshot_json_never_inside_the_bundle(tiny, tmp_path, capsys):
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    line = one_line_error(*run(capsys, "eval-zeroshot", tmp_path / "data", "--bundle", tiny,
+                               "--json", tiny / "validation.json")[::2])
+    assert "inside the bundle" in line and (tiny / "validation.json").read_text() == '{"passed": true}\n'
