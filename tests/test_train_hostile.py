@@ -128,3 +128,11 @@ def test_deep_or_non_finite_json_in_samples_and_captions_is_one_line(tmp_path):
     (tmp_path / "caps.json").write_bytes(b"\xff\xfe")
     with pytest.raises(UserError, match="cannot read captions file"):
         read_captions(str(tmp_path / "caps.json"))
+
+
+def test_fuzz_finding_truncated_gzip_header_is_a_corrupt_shard(tmp_path):
+    """Campaign finding (benchmarks/results/fuzz.md): a 3-byte gzip header made tarfile raise TypeError."""
+    p = tmp_path / "s.tar"
+    p.write_bytes(b"\x1f\x8b\x08")
+    stats = D.Stats()
+    assert list(D.iter_samples(str(p), stats)) == [] and stats.corrupt_shards == 1

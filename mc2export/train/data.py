@@ -19,7 +19,6 @@ import os
 import re
 import sys
 import tarfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +190,9 @@ def iter_members(path: str, stats: Optional[Stats] = None) -> Iterator[Tuple[str
                         break
                     if chunk.count(0) != len(chunk):
                         raise tarfile.ReadError(f"unreadable data at byte {end} (a damaged member header)")
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        except Exception as e:  # tarfile / gzip / bz2 / lzma raise many types on damage (TypeError: fuzzing)
             if stats is not None:
-                stats.corrupt(path, str(e) or type(e).__name__)
+                stats.corrupt(path, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
 
 
 def iter_samples(path: str, stats: Optional[Stats] = None) -> Iterator[Dict[str, bytes]]:
