@@ -524,13 +524,9 @@ def read_bundle_config(bundle: Path) -> dict:
         raise UserError(f"bundle '{bundle}' not found (pass the folder an export command wrote)")
     if not cfg_path.is_file():
         raise UserError(f"'{bundle}' is not an mc2export bundle: no config.json")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read '{cfg_path}': {e}") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != "mc2export-bundle":
-        raise UserError(f"'{cfg_path}' is not an mc2export bundle config (format != 'mc2export-bundle')")
-    return cfg
+    from .export.reading import read_config
+
+    return read_config(bundle)  # the reading rules: its own checksum, version, types (docs/bundle.md)
 
 
 class _BundleModels:

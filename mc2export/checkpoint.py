@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from .errors import UserError, first_line
+from .strictjson import loads as strict_loads
 
 StateDict = Dict[str, torch.Tensor]
 LAYOUTS = ("open_clip", "apple_v1", "timm", "mc2export")
@@ -93,8 +94,8 @@ def _read_pickle(p: Path):
                         + (f" ({found.group(1)})" if found else "")
                         + ", not only tensors, and loading it could run code; pass a plain state dict "
                         "(torch.save(model.state_dict(), ...)) or a .safetensors file") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"cannot read checkpoint '{p}': truncated or corrupt ({first_line(e)}); "
+    except Exception as e:  # torch's weights-only unpickler raises many types on damage (IndexError: fuzzing)
+        raise UserError(f"cannot read checkpoint '{p}': truncated or corrupt ({type(e).__name__}: {first_line(e)}); "
                         "download it again") from None
 
 
@@ -311,7 +312,11 @@ def register_embedded_card(path) -> Optional[str]:
         return None
     from .cards import register_card
 
-    return register_card(json.loads(card))
+    try:
+        parsed = strict_loads(card)
+    except ValueError as e:
+        raise UserError(f"'{p}' carries a model card that is not valid JSON ({e}): save the checkpoint again") from None
+    return register_card(parsed)
 
 
 def save_checkpoint(model, path: str | os.PathLike) -> Path:

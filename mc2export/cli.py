@@ -58,6 +58,12 @@ def guarded(fn, interrupted: str = "nothing was written"):
                 if isinstance(e, UserError):
                     typer.echo(f"error: {e}", err=True)
                     raise typer.Exit(2) from None
+                from .outputs import write_failure
+
+                line = write_failure(e) if isinstance(e, Exception) else None
+                if line is not None:  # disk full, an output folder deleted under us: one line, exit 2
+                    typer.echo(f"error: {line}", err=True)
+                    raise typer.Exit(2) from None
                 raise
 
     return run

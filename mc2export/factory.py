@@ -12,6 +12,7 @@ from . import cards
 from .checkpoint import (StateDict, describe_mismatch, detect_layout, has_text, mismatches, read_checkpoint,
                          to_canonical)
 from .errors import UserError
+from .strictjson import loads as strict_loads
 from .model import CLIPModel, fold as fold_model
 
 
@@ -54,7 +55,11 @@ def _from_file(variant: Optional[str], path) -> CLIPModel:
     towers = ("image", "text") if has_text(sd) else ("image",)
     if layout == "mc2export":
         if meta.get("card"):
-            cards.register_card(json.loads(meta["card"]))
+            try:
+                card = strict_loads(meta["card"])
+            except ValueError as e:
+                raise UserError(f"'{path}' carries a model card that is not valid JSON ({e}): save it again") from None
+            cards.register_card(card)
         saved = meta.get("variant")
         if variant is not None and saved and cards.resolve_variant(variant) != saved:
             raise UserError(f"checkpoint '{path}' holds {saved}, not {cards.resolve_variant(variant)}: "

@@ -9,6 +9,7 @@ run to the same place removes it (:func:`sweep`): the pid in the name tells a de
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -53,6 +54,27 @@ def _probe(folder: Path, option: str, shown: Path) -> None:
                         "choose another path") from None
 
 
+_WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EROFS: "the file system is read-only", errno.ENOENT: "a folder vanished while writing",
+                 errno.EIO: "an I/O error", errno.EFBIG: "the file is too large for the file system"}
+
+
+def write_failure(e: BaseException) -> Optional[str]:
+    """One line for an environment failure while a command ran -- disk full, quota, an output folder deleted
+    under us -- or None for anything else (a bug keeps its traceback). Libraries that wrap the OSError
+    (torch's zip writer, protobuf) are recognised by its text."""
+    if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+        where = f" ('{e.filename}')" if getattr(e, "filename", None) else ""
+        return (f"cannot write{where}: {_WRITE_ERRNOS[e.errno]} ({e.strerror or e}); no half-written "
+                "file was left: free some space or fix the folder, then run it again")
+    text = str(e)
+    for errnum, why in _WRITE_ERRNOS.items():
+        if errnum != errno.ENOENT and os.strerror(errnum) in text:
+            return (f"cannot write: {why} ({os.strerror(errnum)} in {type(e).__name__}); no half-written "
+                    "file was left: free some space, then run it again")
+    return None
+
+
 def output_file(path, option: str = "--out", suffix: Optional[str] = None) -> Path:
     """Fail early (``UserError``) when ``path`` cannot be written as a file; returns it (``~`` expanded).
     Creates nothing (its missing parent folders are created when the file is written)."""
@@ -63,6 +85,16 @@ def output_file(path, option: str = "--out", suffix: Optional[str] = None) -> Pa
         raise UserError(f"{option} '{path}' is a folder: pass a file path")
     _probe(_first_existing(path.absolute().parent), option, path)
     return path
+
+
+def outside(path, folders, option: str, what: str = "the bundle") -> None:
+    """Refuse (``UserError``) an output ``path`` that lies inside one of ``folders`` (the inputs being read,
+    e.g. a bundle whose files are checksummed): a writer never replaces what it does not own."""
+    real = Path(os.path.realpath(Path(path).expanduser()))
+    for folder in folders:
+        root = Path(os.path.realpath(Path(folder).expanduser()))
+        if real == root or root in real.parents:
+            raise UserError(f"{option} '{path}' is inside {what} '{folder}' it reads: write it somewhere else")
 
 
 def output_dir(path, option: str = "--out", *, replace: bool = False) -> Path:
@@ -169,4 +201,4 @@ def run_folder(path, keep: Callable[[Path], bool]) -> Iterator[Path]:
         raise
 
 
-__all__ = ["output_file", "output_dir", "write_atomic", "sweep", "run_folder", "note", "TMP_PREFIX"]
+__all__ = ["output_file", "output_dir", "outside", "write_failure", "write_atomic", "sweep", "run_folder", "note", "TMP_PREFIX"]

@@ -34,6 +34,7 @@ Beyond the reference (our choices, applied before step 1):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
@@ -49,6 +50,11 @@ __all__ = [
     "ImageTransform",
     "build_transform",
     "load_image",
+    "resized_size",
+    "check_decodable",
+    "MAX_RESIZED_PIXELS",
+    "MAX_DECODE_PIXELS",
+    "MAX_ASPECT_RATIO",
     "preprocess_batch",
     "OPENAI_MEAN",
     "OPENAI_STD",
@@ -257,13 +263,8 @@ class ImageTransform:
             raise UserError(f"expected a PIL image, got {type(img).__name__}; open files with load_image()")
         r = self.config.resolution
         img = _prepare_mode(_exif_upright(img))
+        size = resized_size(*img.size, r)
         w, h = img.size
-        if w < 1 or h < 1:
-            raise UserError(f"image has no pixels (size {w}x{h})")
-        if w <= h:
-            size = (r, int(r * h / w))
-        else:
-            size = (int(r * w / h), r)
         if size != (w, h):
             img = img.resize(size, self._filter)
         w, h = size
@@ -286,6 +287,44 @@ class ImageTransform:
         x = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
         x = x.to(dtype=torch.float32).div(255)
         return x.sub_(self._mean).div_(self._std)
+
+
+# Checked from the header, before any pixel is decoded: Pillow's own limit (its DecompressionBombWarning
+# threshold, ~89 megapixels, an error here) and an aspect ratio no photo has (a 4 x 33,554,436 TIFF of a few
+# hundred bytes took > 10 s to decode: found by fuzzing).
+MAX_DECODE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89478485)
+MAX_ASPECT_RATIO = 1024
+
+
+def check_decodable(w: int, h: int) -> None:
+    """``UserError`` for an image too large to decode, or of an extreme aspect ratio, from its header size."""
+    if w < 1 or h < 1:
+        raise UserError(f"image has no pixels (size {w}x{h})")
+    if w * h > MAX_DECODE_PIXELS:
+        raise UserError(f"image of {w}x{h} pixels is larger than {MAX_DECODE_PIXELS / 1e6:.0f} megapixels: "
+                        "downscale it first")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise UserError(f"image of {w}x{h} pixels has an extreme aspect ratio ({max(w, h) // min(w, h)}:1): "
+                        "crop it first")
+
+
+# The largest image the shortest-side resize may produce: a 1 x 100000 PNG (476 bytes, well under Pillow's
+# decompression-bomb limit) would otherwise become 256 x 25,600,000 pixels (~20 GB). 2**26 pixels (192 MB
+# as RGB) admits a 256-pixel short side up to an aspect ratio of 1024:1 -- any real photo or panorama.
+MAX_RESIZED_PIXELS = 1 << 26
+
+
+def resized_size(w: int, h: int, resolution: int) -> tuple:
+    """``(w, h)`` after the shortest side goes to ``resolution``; ``UserError`` for an image without pixels
+    or one whose resize would exceed :data:`MAX_RESIZED_PIXELS` (an extreme aspect ratio)."""
+    if w < 1 or h < 1:
+        raise UserError(f"image has no pixels (size {w}x{h})")
+    size = (resolution, int(resolution * h / w)) if w <= h else (int(resolution * w / h), resolution)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        raise UserError(f"image of {w}x{h} pixels has an extreme aspect ratio ({max(w, h) / min(w, h):.0f}:1): its "
+                        f"resize to a {resolution}-pixel short side would need {size[0]}x{size[1]} pixels; crop it "
+                        "first")
+    return size
 
 
 def build_transform(cfg: PreprocessConfig | Mapping[str, Any]) -> ImageTransform:
@@ -312,9 +351,12 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     if p.is_dir():
         raise UserError(f"cannot read image '{p}': it is a folder, not an image file")
     try:
-        with Image.open(p) as im:
-            im.load()
-            return im
+        with warnings.catch_warnings():  # Pillow's bomb warning: check_decodable refuses those, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                check_decodable(*im.size)  # before decoding: the header's size
+                im.load()
+                return im
     except Image.UnidentifiedImageError as exc:
         raise UserError(f"cannot read image '{p}': not an image file ({_one_line(exc)}); {hint}") from None
     except Image.DecompressionBombError as exc:

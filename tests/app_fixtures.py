@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+from mc2export.export.reading import write_config
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "examples" / "shared" / "fixtures"
@@ -68,14 +69,14 @@ def write_verify_fixture(folder: Path, rng_seed: int = 0) -> Path:
     data = json.dumps(manifest).encode()
     (folder / "verify" / "manifest.json").write_bytes(data)
     files["verify/manifest.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "runtime": "onnx", "variant": "mobileclip2-s0", "precision": "fp32",
+    cfg = {"format": "mc2export-bundle", "bundle_version": 2, "runtime": "onnx", "variant": "mobileclip2-s0", "precision": "fp32",
            "batch": 1, "preprocess": {"resolution": r, "resize": "shortest", "crop": "center", "interpolation": "bilinear",
                                       "mean": [0, 0, 0], "std": [1, 1, 1]},
            "tokenizer": {"vocab": "vocab.json", "merges": "merges.txt", "context_length": 77}, "embed_dim": d,
            "logit_scale": 100.0, "output_normalized": False,
            "models": {"image": {"file": "image.onnx", "input": {"range": [0.0, 1.0], "normalization": "inside the model"}},
                       "text": {"file": "text.onnx"}}, "files": files}
-    (folder / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    write_config(folder, cfg)
     return folder
 
 

@@ -66,7 +66,9 @@ def test_bench_s0_json_and_csv_follow_the_schema(quick_run):
         assert r["device"]["cpu"] and r["device"]["memory_gb"] and r["device"]["load_avg"] is not None
         for t in r["towers"].values():
             assert t["iterations"] >= 20 and len(t["samples_ms"]) == t["iterations"]
-            assert sum(t["samples_ms"]) >= 2000.0  # >= 20 calls AND >= 2 s
+            # the harness stops on the round's wall time (>= 20 calls AND >= 2 s of it): the samples time the calls
+            # only, so their sum may fall short of 2 s on a loaded machine (1999.28 ms was seen); the duration may not
+            assert t["duration_s"] >= 2.0 and 0 < sum(t["samples_ms"]) <= 1000 * t["duration_s"]
             st = t["stats"]
             assert st["min"] <= st["p50"] <= st["p90"] <= st["p99"] <= st["max"]
             assert t["headline_ms"] == st["p50"]

@@ -17,6 +17,7 @@ from mc2export.bench.bundles import bundle_checksum, load_bundle
 from mc2export.bench.harness import CSV_COLUMNS, assemble, csv_rows, document, table, write_csv
 from mc2export.cli import main
 from mc2export.errors import UserError
+from mc2export.export.reading import write_config
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -46,14 +47,14 @@ def fake_bundle(folder: Path, fmt: str = "executorch", variant: str = "mobilecli
         (folder / f"{t}.{ext}").write_bytes(f"stand-in {t} model".encode())
         models[t] = {"file": f"{t}.{ext}", "files": [f"{t}.{ext}"]}
     (folder / "validation.json").write_text('{"passed": true}\n')
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "created": "2025-11-20T09:00:00+00:00", "runtime": fmt,
+    cfg = {"format": "mc2export-bundle", "bundle_version": 2, "created": "2025-11-20T09:00:00+00:00", "runtime": fmt,
            "variant": variant, "name": "MobileCLIP2-S0", "precision": "fp32", "batch": 1, "resolution": 256,
            "preprocess": {"resolution": 256}, "context_length": 77, "embed_dim": 512, "output_normalized": True,
            "models": models, "weights": {"source": "random", "random_weights": True},
            "versions": {"mc2export": "0.1.0", fmt if fmt != "coreml" else "coremltools": "x"},
            "validation": "validation.json"}
     cfg["files"] = file_table(folder)
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    write_config(folder, cfg)
     return folder
 
 
@@ -109,6 +110,28 @@ def test_quick_and_mlperf_need_both_count_and_duration():
     assert stats.get_mode("mlperf").headline == "p90"
     assert stats.plan_iterations(10.0, stats.get_mode("mlperf")) == 6000
     assert stats.plan_iterations(500.0, stats.get_mode("mlperf")) == 1024
+
+
+def test_quick_stops_on_wall_time_not_on_the_sum_of_samples():
+    """What tests/test_bench_e2e.py may assert: the round lasts >= 2 s of wall time; the samples (the calls
+    alone) can sum to less when the machine is busy between calls."""
+    clock = {"t": 0}
+
+    def call():
+        clock["t"] += int(90e6)  # 90 ms in the call, 10 ms outside it (the loop, a busy machine)
+
+    def now():
+        clock["t"] += int(5e6)
+        return clock["t"]
+
+    raw = stats.run_protocol(call, stats.get_mode("quick", warmup=0), clock=now)
+    assert raw["duration_s"] >= 2.0 and sum(raw["samples_ms"]) < 2000.0 and len(raw["samples_ms"]) >= 20
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, 1e308])
+def test_absurd_seconds_are_refused(seconds):
+    with pytest.raises(UserError, match="--seconds must be"):
+        stats.get_mode("quick", seconds=seconds)
 
 
 def test_mode_overrides_are_marked_non_standard():
@@ -245,6 +268,49 @@ def test_bench_report_bad_input_is_one_line(tmp_path, capsys):
     bad.write_text('{"schema": "something else"}')
     code, _, err = run(capsys, "bench-report", bad, "--out", tmp_path / "o")
     assert code == 2 and "do not follow the mc2export bench schema" in one_line_error(err)
+
+
+def test_bench_report_never_replaces_what_it_did_not_write(tmp_path, capsys):
+    files = [FIX / "app_ios_result.json"]
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "report.md").write_text("my notes\n")
+    code, _, err = run(capsys, "bench-report", *files, "--out", user)
+    assert code == 2 and "did not write (report.md)" in one_line_error(err)
+    assert (user / "report.md").read_text() == "my notes\n"
+    (user / "report.md").unlink()
+    (user / "photo.jpg").write_bytes(b"x")
+    code, _, err = run(capsys, "bench-report", *files, "--out", user)
+    assert code == 2 and "photo.jpg" in one_line_error(err)
+    code, _, err = run(capsys, "bench-report", *files, "--out", tmp_path / "rep")
+    assert code == 0, err
+    code, _, err = run(capsys, "bench-report", *files, "--out", tmp_path / "rep")  # our own report: replaced
+    assert code == 0, err
+
+
+def test_bench_report_absurd_numbers_and_hostile_text(tmp_path, capsys):
+    doc = app_docs()[0]
+    doc["results"][0]["total"]["headline_ms"] = 1e308
+    p = tmp_path / "big.json"
+    p.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "bench-report", p, "--out", tmp_path / "o")
+    assert code == 2 and "absurd number" in one_line_error(err) and not (tmp_path / "o").exists()
+    for text in ('{"results": NaN}', '{"a": 1e999}', "[" * 50000 + "]" * 50000):
+        p.write_text(text)
+        code, _, err = run(capsys, "bench-report", p, "--out", tmp_path / "o")
+        assert code == 2 and "not valid JSON" in one_line_error(err)
+    doc = app_docs()[0]
+    doc["results"][0]["variant"] = "mobileclip2-s0 | <img src=x onerror=alert(1)>"
+    doc["results"][0]["verdict"]["note"] = "<script>alert(1)</script>"
+    p.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "bench-report", p, "--out", tmp_path / "o")
+    assert code == 0, err
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "<img" not in md and "<script>" not in md and "&lt;script&gt;" in md
+    row = next(ln for ln in md.splitlines() if "onerror" in ln)
+    head = next(ln for ln in md.splitlines() if ln.startswith("| variant"))
+    cells = re.compile(r"(?<!\\)\|")
+    assert len(cells.findall(row)) == len(cells.findall(head))  # the same number of cells
 
 
 # ---------------------------------------------------------------------------------------------- bad input (host)
@@ -471,8 +537,8 @@ def vectors_bundle(folder: Path) -> Path:
     vectors.write(b, precision="fp32", tolerance={"cosine_min": 0.99999, "max_abs_over_std": 1e-4}, normalized=True,
                   embed_dim=8, image=(u8, expected["image"]), text=(tokens, expected["text"], [""] * 24))
     cfg = json.loads((b / "config.json").read_text())
-    cfg["files"] = file_table(b)
-    (b / "config.json").write_text(json.dumps(cfg))
+    cfg.update(embed_dim=8, resolution=4, preprocess={"resolution": 4}, files=file_table(b))
+    write_config(b, cfg)
     return b
 
 

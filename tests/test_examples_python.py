@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mc2export.export.reading import write_config
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -166,7 +167,7 @@ def test_scripts_fail_with_one_line_errors(tiny, examples, tmp_path):
     cfg = json.loads((tiny[0] / "config.json").read_text())
     cfg["runtime"] = "coreml"
     cfg["models"] = {"image": {"file": "image.onnx"}, "text": {"file": "text.onnx"}}
-    (fake / "config.json").write_text(json.dumps(cfg))
+    write_config(fake, cfg)
     for f in ("image.onnx", "text.onnx"):
         (fake / f).write_bytes(b"")
     if sys.platform != "darwin":

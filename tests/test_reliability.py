@@ -21,6 +21,7 @@ import pytest
 
 from mc2export.cli import main
 from test_train_support import REPO, make_teacher, tiny_card, write_card, write_image_folder
+from mc2export.export.reading import write_config
 
 PROC = Path("/proc")
 needs_proc = pytest.mark.skipif(not (PROC / "self").is_dir(), reason="needs Linux /proc (a folder no one can write)")
@@ -56,9 +57,9 @@ def fake_bundle(root: Path, extra_files=None) -> Path:
 
     root.mkdir(parents=True)
     (root / "image.onnx").write_bytes(b"model bytes")
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "variant": "mobileclip2-s0", "runtime": "onnx",
+    cfg = {"format": "mc2export-bundle", "bundle_version": 2, "variant": "mobileclip2-s0", "runtime": "onnx", "precision": "fp32",
            "models": {"image": {"file": "image.onnx"}}, "files": file_table(root)}
-    (root / "config.json").write_text(json.dumps(cfg))
+    write_config(root, cfg)
     for name, text in (extra_files or {}).items():
         (root / name).write_text(text)
     return root
@@ -355,10 +356,10 @@ def test_truncated_model_file(tmp_path, capsys, command):
     b.mkdir()
     for t in ("image", "text"):
         _onnx_file(b / f"{t}.onnx", truncate=True)
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "variant": "mobileclip2-s0", "runtime": "onnx",
+    cfg = {"format": "mc2export-bundle", "bundle_version": 2, "variant": "mobileclip2-s0", "runtime": "onnx", "precision": "fp32",
            "models": {t: {"file": f"{t}.onnx"} for t in ("image", "text")}, "files": file_table(b),
            "preprocess": {"resolution": 24}, "context_length": 77}
-    (b / "config.json").write_text(json.dumps(cfg))
+    write_config(b, cfg)
     argv = (["bench", b, "--no-verify", "--no-isolate", "--towers", "image", "-q"] if command == "bench"
             else ["app-vectors", "-o", tmp_path / "v", "-b", b])
     code, _, err = run(capsys, *argv)

@@ -16,6 +16,7 @@ import pytest
 from mc2export.cli import main
 from mc2export.export import vectors
 from mc2export.export.bundle import file_table
+from mc2export.export.reading import write_config
 
 
 def run(capsys, *argv):
@@ -34,8 +35,7 @@ def linked_copy(src: Path, dst: Path) -> Path:
 def rewrite_checksums(folder: Path) -> None:
     cfg = json.loads((folder / "config.json").read_text())
     cfg["files"] = file_table(folder)
-    (folder / "config.json.new").write_text(json.dumps(cfg, indent=2))
-    os.replace(folder / "config.json.new", folder / "config.json")  # never in place: it may be a hard link
+    write_config(folder, cfg)  # never in place: it may be a hard link
 
 
 def fake_bundle(folder: Path, fmt: str, towers=("image", "text"), precision="fp32", delegate=None) -> Path:
@@ -52,11 +52,11 @@ def fake_bundle(folder: Path, fmt: str, towers=("image", "text"), precision="fp3
                   if "image" in towers else None,
                   text=(rng.integers(0, 49408, (24, 77), dtype=np.int32), rng.normal(size=(24, 8)),
                         [f"t{i}" for i in range(24)]) if "text" in towers else None)
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "runtime": fmt, "variant": "mobileclip2-s0",
-           "precision": precision, "batch": 1, "resolution": 4, "embed_dim": 8, "models": models,
+    cfg = {"format": "mc2export-bundle", "bundle_version": 2, "runtime": fmt, "variant": "mobileclip2-s0",
+           "precision": precision, "batch": 1, "resolution": 4, "context_length": 77, "embed_dim": 8, "models": models,
            "weights": {"source": "random", "random_weights": True}, "validation": "validation.json"}
     (folder / "validation.json").write_text("{}")
-    (folder / "config.json").write_text(json.dumps(cfg))
+    write_config(folder, cfg)
     rewrite_checksums(folder)
     return folder
 

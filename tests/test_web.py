@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mc2export.export.reading import write_config
 
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "examples" / "web"
@@ -363,7 +364,7 @@ def _edit_manifest(**changes):
         (d / "verify" / "manifest.json").write_text(json.dumps(m))
         cfg = json.loads((d / "config.json").read_text())
         cfg["files"].pop("verify/manifest.json", None)  # edited on purpose: not a checksum failure
-        (d / "config.json").write_text(json.dumps(cfg))
+        write_config(d, cfg)
     return edit
 
 
@@ -374,7 +375,7 @@ def _perturb_expected(d: Path):
     a.astype("<f4").tofile(p)
     cfg = json.loads((d / "config.json").read_text())
     cfg["files"]["verify/text_expected.f32"]["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
-    (d / "config.json").write_text(json.dumps(cfg))
+    write_config(d, cfg)
 
 
 def _truncate(d: Path):
@@ -382,7 +383,7 @@ def _truncate(d: Path):
     p.write_bytes(p.read_bytes()[:-4])
     cfg = json.loads((d / "config.json").read_text())
     cfg["files"].pop("verify/image_expected.f32")
-    (d / "config.json").write_text(json.dumps(cfg))
+    write_config(d, cfg)
 
 
 def _flip_byte(d: Path):

@@ -21,8 +21,11 @@ What the apps do, in Python:
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -31,6 +34,8 @@ import numpy as np
 
 SOT, EOT = 49406, 49407
 FORMAT = "mc2export-bundle"
+BUNDLE_VERSION = 2
+MAX_RESIZED_PIXELS = 1 << 26  # mc2export.preprocess.MAX_RESIZED_PIXELS: a 1 x 100000 PNG would need ~20 GB
 EXTENSIONS = {"onnx": ".onnx", "executorch": ".pte", "coreml": ".mlpackage", "openvino": ".xml"}
 
 
@@ -129,6 +134,9 @@ def load_crop(path, resolution: int, interpolation: str):
         raise BundleError(f"unsupported interpolation {interpolation!r} in config.json")
     try:
         with Image.open(path) as im:
+            w, h = im.size  # from the header: refuse a bomb before decoding it (mc2export.preprocess.check_decodable)
+            if w * h > (Image.MAX_IMAGE_PIXELS or 89478485) or max(w, h) > 1024 * max(1, min(w, h)):
+                raise BundleError(f"image '{path}' ({w}x{h}) is too large or has an extreme aspect ratio: crop it first")
             im.load()
             img = ImageOps.exif_transpose(im)
     except (OSError, ValueError) as e:
@@ -137,6 +145,8 @@ def load_crop(path, resolution: int, interpolation: str):
         img = img.convert("RGBA" if "A" in img.mode else "RGB")
     w, h = img.size
     size = (resolution, int(resolution * h / w)) if w <= h else (int(resolution * w / h), resolution)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        raise BundleError(f"image '{path}' ({w}x{h}) has an extreme aspect ratio: crop it first")
     if size != (w, h):
         img = img.resize(size, filters[interpolation])
     left, top = int(round((size[0] - resolution) / 2.0)), int(round((size[1] - resolution) / 2.0))
@@ -144,34 +154,95 @@ def load_crop(path, resolution: int, interpolation: str):
 
 
 # -- the bundle ----------------------------------------------------------------------------------------------
+# The reading rules (docs/bundle.md, "Reading a bundle safely"): config.json must hash to config.json.sha256,
+# bundle_version must be 2, every path stays inside the folder (symlinks resolved), every field has its type.
+
+def inside(folder: Path, rel, field: str) -> Path:
+    """``folder / rel`` if ``rel`` is a relative POSIX path that resolves inside ``folder``."""
+    ok = isinstance(rel, str) and rel and not rel.startswith("/") and "\\" not in rel and "\0" not in rel \
+        and ":" not in rel.split("/")[0] and all(p not in ("", ".", "..") for p in rel.split("/"))
+    if ok:
+        root = os.path.realpath(folder)
+        real = os.path.realpath(os.path.join(root, rel))
+        ok = real.startswith(root.rstrip(os.sep) + os.sep)
+    if not ok:
+        raise BundleError(f"config.json {field} {str(rel)[:100]!r} is not a path inside the bundle: re-export it")
+    return Path(folder) / rel
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite(text):
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"{text[:30]} is out of range")
+    return x
+
+
+def read_config(folder: Path) -> dict:
+    """config.json, checked: its sha256 file, the format and version, and the fields this reader uses."""
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise BundleError(f"'{folder}' is not an mc2export bundle (no config.json)")
+    inside(folder, "config.json", "file")
+    data = cfg_path.read_bytes()
+    try:
+        cfg = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as e:
+        raise BundleError(f"config.json is not valid JSON: {str(e)[:120]}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise BundleError(f"'{folder}' is not an mc2export bundle (config.json format is not {FORMAT!r})")
+    if cfg.get("bundle_version") != BUNDLE_VERSION:
+        raise BundleError(f"bundle_version {str(cfg.get('bundle_version'))[:20]}: written by another mc2export; "
+                          "re-export with this one")
+    sha = folder / "config.json.sha256"
+    want = f"{hashlib.sha256(data).hexdigest()}  config.json\n".encode()
+    if not sha.is_file() or sha.read_bytes()[:200] != want:
+        raise BundleError("config.json does not match config.json.sha256: the bundle was edited or damaged")
+    pre, models = cfg.get("preprocess"), cfg.get("models")
+
+    def whole(v, lo, hi):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    if not (isinstance(pre, dict) and whole(pre.get("resolution"), 1, 4096) and isinstance(pre.get("interpolation"), str)
+            and all(isinstance(pre.get(k), list) and len(pre[k]) == 3 and all(isinstance(x, (int, float)) for x in pre[k])
+                    for k in ("mean", "std"))):
+        raise BundleError("config.json preprocess is not {resolution 1..4096, interpolation, mean[3], std[3]}")
+    if not whole(cfg.get("embed_dim"), 1, 8192) or not isinstance(cfg.get("runtime"), str):
+        raise BundleError("config.json embed_dim must be an integer in 1..8192 and runtime a string")
+    if not (isinstance(models, dict) and models and all(t in ("image", "text") and isinstance(m, dict)
+                                                        for t, m in models.items())):
+        raise BundleError("config.json models must name the image and/or text model")
+    ls = cfg.get("logit_scale")
+    if ls is not None and (isinstance(ls, bool) or not isinstance(ls, (int, float))):
+        raise BundleError("config.json logit_scale must be a number")
+    tok = cfg.get("tokenizer")
+    if tok is not None and (not isinstance(tok, dict) or not whole(tok.get("context_length", 77), 1, 1024)):
+        raise BundleError("config.json tokenizer must hold context_length 1..1024")
+    return cfg
+
 
 class Bundle:
     """``Bundle(folder)``: config, tokenizer and the two towers in the bundle's runtime."""
 
     def __init__(self, folder, threads: int = 0):
         self.path = Path(folder)
-        cfg_path = self.path / "config.json"
         if not self.path.is_dir():
             raise BundleError(f"bundle folder '{self.path}' not found: export one with `mc2export onnx --variant s0 --out DIR`")
-        if not cfg_path.is_file():
-            raise BundleError(f"'{self.path}' is not an mc2export bundle (no config.json)")
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise BundleError(f"config.json is not valid JSON: {e}") from None
-        if cfg.get("format") != FORMAT:
-            raise BundleError(f"'{self.path}' is not an mc2export bundle (format {cfg.get('format')!r})")
+        cfg = read_config(self.path)
         self.config = cfg
         self.runtime = cfg["runtime"]
         if self.runtime not in EXTENSIONS:
             raise BundleError(f"unknown runtime {self.runtime!r} in config.json")
         pre = cfg["preprocess"]
-        self.resolution = int(pre["resolution"])
+        self.resolution = pre["resolution"]
         self.interpolation = pre["interpolation"]
-        self.embed_dim = int(cfg["embed_dim"])
+        self.embed_dim = cfg["embed_dim"]
         self.logit_scale = float(cfg.get("logit_scale") or 100.0)
-        models = cfg.get("models") or {}
-        self.files = {t: self.path / m["file"] for t, m in models.items() if t in ("image", "text")}
+        models = cfg["models"]
+        self.files = {t: inside(self.path, m["file"], f"models.{t}.file") for t, m in models.items()}
         for t, f in self.files.items():
             if not f.exists():
                 raise BundleError(f"the {t} model '{f.name}' listed in config.json is missing from the bundle")
@@ -187,7 +258,8 @@ class Bundle:
     def tokenizer(self) -> ClipTokenizer:
         if self._tok is None:
             tok = self.config.get("tokenizer") or {}
-            self._tok = ClipTokenizer(self.path / tok.get("vocab", "vocab.json"), self.path / tok.get("merges", "merges.txt"),
+            self._tok = ClipTokenizer(inside(self.path, tok.get("vocab", "vocab.json"), "tokenizer.vocab"),
+                                      inside(self.path, tok.get("merges", "merges.txt"), "tokenizer.merges"),
                                       int(tok.get("context_length") or self.config.get("context_length") or 77))
         return self._tok
 
@@ -227,6 +299,12 @@ class _Onnx:
             opts.intra_op_num_threads = threads
         self.s = {t: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for t, p in b.files.items()}
         self.b = b
+        for t, s in self.s.items():  # the apps feed by name: the model's names must be config.json's
+            for side, got in (("inputs", s.get_inputs()), ("outputs", s.get_outputs())):
+                want = [x.get("name") for x in b.config["models"][t].get(side) or [] if isinstance(x, dict)]
+                if want and want != [a.name for a in got]:
+                    raise BundleError(f"the {t} model's {side} {[a.name for a in got]} are not config.json's {want}: "
+                                      "re-export the bundle")
 
     def image(self, crop):
         s = self.s["image"]

@@ -118,8 +118,15 @@ def cosines(a, b) -> np.ndarray:
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
+def read_bundle(bundle: Path) -> dict:
+    """config.json under the reading rules, every file re-hashed (mc2export.export.bundle.verify_bundle)."""
+    from mc2export.export.bundle import verify_bundle
+
+    return verify_bundle(bundle)
+
+
 def check(bundle: Path, checkpoint=None, chromium: str = "/usr/bin/chromium") -> dict:
-    cfg = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    cfg = read_bundle(bundle)
     images = make_images()
     ref = python_side(bundle, cfg, images, checkpoint)
     got = browser_side(bundle, images, chromium)
@@ -147,10 +154,17 @@ def main(argv=None) -> int:
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--json", type=Path, help="write the result here")
     a = ap.parse_args(argv)
+    from mc2export.errors import UserError
+
     if not (a.bundle / "config.json").is_file():
         print(f"check_bundle: '{a.bundle}' is not a bundle (no config.json): export one with `mc2export onnx`", file=sys.stderr)
         return 2
-    if json.loads((a.bundle / "config.json").read_text(encoding="utf-8")).get("runtime") != "onnx":
+    try:
+        runtime = read_bundle(a.bundle)["runtime"]
+    except UserError as e:
+        print(f"check_bundle: {e}", file=sys.stderr)
+        return 2
+    if runtime != "onnx":
         print(f"check_bundle: '{a.bundle}' is not an ONNX bundle: the web app runs `mc2export onnx` bundles", file=sys.stderr)
         return 2
     if not Path(a.chromium).exists():

@@ -36,6 +36,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                       ".onnx": "application/octet-stream", ".f32": "application/octet-stream",
                       ".i32": "application/octet-stream", ".u8": "application/octet-stream"}
 
+    def _root(self, path: str) -> Path:
+        parts = [p for p in path.split("?", 1)[0].split("#", 1)[0].split("/") if p]
+        return self.mounts[parts[0]] if parts and parts[0] in self.mounts else Path(self.directory)
+
     def translate_path(self, path: str) -> str:
         clean = path.split("?", 1)[0].split("#", 1)[0]
         parts = [p for p in clean.split("/") if p]
@@ -44,6 +48,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             rel = [p for p in parts[1:] if p not in (".", "..")]
             return str(root.joinpath(*rel)) if rel else str(root) + os.sep
         return super().translate_path(path)
+
+    def send_head(self):
+        # a symlink inside a served folder that points out of it is not followed: 404, as for a missing file
+        root = os.path.realpath(self._root(self.path))
+        real = os.path.realpath(self.translate_path(self.path))
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            self.send_error(404, "File not found")
+            return None
+        return super().send_head()
 
     def end_headers(self):
         if self.isolation:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 
 REMOTE_ROOT = "/data/local/tmp/mc2export"
 RUNNER_NAME = "executor_runner"
@@ -450,19 +451,23 @@ def bench_android(bundle_path, *, mode, threads: Optional[int] = None, serial: O
         if RUNNER_NAME not in have or "No such file" in have:
             raise UserError("no executor_runner on the device: pass --runner PATH to an Android arm64 build of "
                             "ExecuTorch's executor_runner with XNNPACK (docs/bench.md: 'Android')")
+    from ..export import vectors as vectors_mod
+    from ..export.validate import tolerance_for
+
     files = b.config.get("files") or {}
     manifest = _vectors_of(b) if vectors else None
     verification = ({"status": "not-run", "reason": "--no-vectors"} if not vectors else
                     {"status": "not-run", "reason": "the bundle has no verify/ vectors (exported before them)"}
-                    if manifest is None else {"status": "passed", "tolerance": manifest["tolerance"], "towers": {}})
+                    if manifest is None else {"status": "passed", "tolerance": tolerance_for(manifest["precision"]),
+                                              "towers": {}})
     tower_results = {}
     for t in towers:
         name = b.model_entry(t)["file"]
         pushed = push_if_changed(a, b.path / name, f"{remote_dir}/{name}", (files.get(name) or {}).get("sha256"))
         log(f"  {t}: {'pushed' if pushed else 'already on the device:'} {name}")
         if manifest is not None and t in manifest["towers"]:
-            check = verify_android_tower(a, b, t, remote_dir, manifest["towers"][t], manifest["tolerance"], threads,
-                                         runner_name)
+            check = verify_android_tower(a, b, t, remote_dir, manifest["towers"][t],  # the tier's, not the file's
+                                         vectors_mod.tolerance(manifest, t), threads, runner_name)
             verification["towers"][t] = {k: v for k, v in check.items() if k != "cosine_per_row"}
             log(f"  {t}: verification vectors on the device: cosine min {check.get('cosine_min', float('nan')):.7f}"
                 f" ({check['verdict']})")
@@ -490,7 +495,7 @@ def _vectors_of(bundle) -> Optional[dict]:
 
     if not (bundle.path / vectors.MANIFEST).is_file():
         return None
-    return vectors.read(bundle.path)
+    return vectors.read(bundle.path, bundle.config)
 
 
 def bench_android_app(bundle_path, *, package: str, mode, threads: Optional[int] = None, serial: Optional[str] = None,
@@ -527,7 +532,7 @@ def parse_app_result(text: str, source: str = "app") -> dict:
     from .schema import validate
 
     try:
-        doc = json.loads(text)
+        doc = strict_loads(text)
     except ValueError:
         raise UserError(f"the {source} wrote no valid JSON result: open the app once, check it is a debuggable "
                         "build with the benchmark mode, and retry") from None

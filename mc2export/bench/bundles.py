@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -43,7 +42,9 @@ class Bundle:
         if not m:
             raise UserError(f"bundle '{self.path}' holds no {tower} model (towers: {', '.join(self.towers) or 'none'})"
                             f": pass --towers {','.join(self.towers) or 'image,text'}, or {EXPORT_HINT}")
-        return self.path / m["file"]
+        from ..export.reading import inside
+
+        return inside(self.path, m["file"], f"models.{tower}.file")
 
     def model_entry(self, tower: str) -> dict:
         return (self.config.get("models") or {}).get(tower) or {}
@@ -78,22 +79,14 @@ def load_bundle(path, verify: bool = True, skip_option: Optional[str] = "--no-ve
                         "(`mc2export onnx|executorch|coreml ... --out DIR`)")
     if not p.is_dir():
         raise UserError(f"'{p}' is not a bundle folder: pass the folder an export wrote (it holds config.json)")
-    cfg_path = p / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"'{p}' is not an mc2export bundle (no config.json): pass the folder an export wrote, "
-                        f"or {EXPORT_HINT}")
+    from ..export.reading import model_paths, read_config, read_json, inside
+
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"bundle '{p}' is corrupt: config.json is not valid JSON ({e.__class__.__name__}): "
-                        f"{EXPORT_HINT}") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != BUNDLE_FORMAT or "variant" not in cfg:
-        raise UserError(f"bundle '{p}' is corrupt: config.json is not an {BUNDLE_FORMAT} config: {EXPORT_HINT}")
-    models = cfg.get("models") or {}
-    for tower, m in models.items():
-        if not isinstance(m, dict) or "file" not in m:
-            raise UserError(f"bundle '{p}' is corrupt: models.{tower} names no file: {EXPORT_HINT}")
-    files = cfg.get("files") or {}
+        cfg = read_config(p)
+    except UserError as e:
+        raise UserError(f"{e}" if "re-export" in str(e) else f"{e}; {EXPORT_HINT}") from None
+    models = cfg["models"]
+    files = cfg["files"]
     if verify:
         from ..export.bundle import verify_bundle
 
@@ -103,15 +96,15 @@ def load_bundle(path, verify: bool = True, skip_option: Optional[str] = "--no-ve
             raise UserError(f"{e}: the bundle is corrupt or was edited; {EXPORT_HINT}"
                             + (f" (or pass {skip_option} to measure it anyway)" if skip_option else "")) from None
     else:
-        for tower, m in models.items():
-            if not (p / m["file"]).exists():
-                raise UserError(f"bundle '{p}' is corrupt: {m['file']} is missing: {EXPORT_HINT}")
+        for tower, path in model_paths(cfg, p).items():
+            if not path.exists():
+                raise UserError(f"bundle '{p}' is corrupt: {models[tower]['file']} is missing: {EXPORT_HINT}")
     validation = None
-    vpath = p / (cfg.get("validation") or "validation.json")
+    vpath = inside(p, cfg.get("validation") or "validation.json", "validation")
     if vpath.is_file():
         try:
-            validation = json.loads(vpath.read_text(encoding="utf-8"))
-        except ValueError:
+            validation = read_json(vpath, "validation.json", EXPORT_HINT)
+        except UserError:
             validation = None
     towers = [t for t in ("image", "text") if t in models]
     return Bundle(path=p.absolute(), config=cfg, checksum=bundle_checksum(files), verified=bool(verify),

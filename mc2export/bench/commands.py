@@ -57,7 +57,7 @@ def register(app: typer.Typer, command) -> None:
               quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines.")):
         """Latency of exported bundles (load, warm-up, p50/p90/p99, memory) against the paper's targets."""
         from .. import signals
-        from ..outputs import output_file
+        from ..outputs import output_file, outside
         from .harness import bench_bundle, check_threads, document, table, write_csv, write_json
         from .schema import validate
         from .stats import get_mode
@@ -67,6 +67,9 @@ def register(app: typer.Typer, command) -> None:
             raise UserError(f"unknown --device '{device}': choose one of {', '.join(DEVICES)}")
         json_out = output_file(json_out, "--json") if json_out is not None else None
         csv_out = output_file(csv_out, "--csv") if csv_out is not None else None
+        for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+            if path is not None:
+                outside(path, bundles, option)
         if device == "host":
             check_threads(threads)  # before the bundles are hashed
 
@@ -156,11 +159,13 @@ def register(app: typer.Typer, command) -> None:
         Exit codes: 0 every tower holds its precision's tolerance; 3 one does not (stderr names the tower and
         the figures); 4 the bundle cannot run here (e.g. Core ML off macOS, runtime not installed): nothing
         was checked; 2 bad input (not a bundle, checksums do not match config.json, no verify/ vectors)."""
-        from ..outputs import output_file
+        from ..outputs import output_file, outside
         from .harness import write_json
         from .verify import CANNOT_RUN, failures, table, verify_bundle
 
         json_out = output_file(json_out, "--json") if json_out is not None else None
+        if json_out is not None:
+            outside(json_out, [bundle], "--json")
         log = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
         log(f"[mc2export] verify {bundle}")
         report = verify_bundle(bundle, runtime, threads=threads, log=log)

@@ -52,6 +52,11 @@ def merge(docs: Sequence[dict], keep_all: bool = False) -> List[dict]:
                                          r["runtime"].get("compute_units") or ""))
 
 
+def _cell(x) -> str:
+    """Text from a results file as one markdown table cell: HTML escaped, ``|`` and line breaks neutralised."""
+    return html.escape(" ".join(str(x).split())).replace("|", "\\|")
+
+
 def _ms(x) -> str:
     if x is None:
         return "–"
@@ -66,7 +71,7 @@ def _setting(r: dict) -> str:
 
 
 def markdown(results: List[dict], title: str = "mc2export latency") -> str:
-    lines = [f"# {title}", "",
+    lines = [f"# {_cell(title)}", "", MARK, "",
              "Image and text towers measured separately and summed, as the paper reports. The target is the "
              "paper's latency on its hardware (iPhone 12 Pro Max, A14, Core ML); desktop and server CPUs are held "
              "to it too (the mission's targets hold for mobile and desktop hardware); a verdict of REFERENCE means "
@@ -81,10 +86,10 @@ def markdown(results: List[dict], title: str = "mc2export latency") -> str:
         la = d.get("load_avg") or [None]
         la_end = (d.get("load_avg_end") or [None])[0]
         load = "–" if la[0] is None else (f"{la[0]:.2f}" + (f" → {la_end:.2f}" if la_end is not None else ""))
-        lines.append("| " + " | ".join([
+        lines.append("| " + " | ".join([_cell(c) for c in (
             r["variant"], r["bundle"].get("format", "?"), r["bundle"].get("precision", "?"), _setting(r),
             f"{d.get('class')}" + (f" ({d.get('model')})" if d.get("model") else ""),
-            f"{r['mode']['name']} ({r['total']['stat']})",
+            f"{r['mode']['name']} ({r['total']['stat']})")] + [
             _ms(tw.get("image", {}).get("headline_ms")), _ms(tw.get("text", {}).get("headline_ms")),
             _ms(r["total"]["headline_ms"]), _ms(v.get("target_ms")),
             f"{v['ratio']:.1f}×" if v.get("ratio") is not None else "–",
@@ -96,7 +101,7 @@ def markdown(results: List[dict], title: str = "mc2export latency") -> str:
         n = r["verdict"]["note"]
         if n not in seen:
             seen.add(n)
-            notes.append(f"- {n}.")
+            notes.append(f"- {_cell(n)}.")
     if notes:
         lines += ["", "Notes:", ""] + notes
     hosts = {(r["device"].get("class"), r["device"].get("model") or r["device"].get("cpu"), r["device"].get("os"),
@@ -104,7 +109,7 @@ def markdown(results: List[dict], title: str = "mc2export latency") -> str:
     if hosts:
         lines += ["", "Devices:", ""]
         for c, m, os_, cores, mem in sorted(hosts, key=str):
-            lines.append(f"- {c}: {m}, {cores} logical cores, {mem} GB, {os_}")
+            lines.append("- " + _cell(f"{c}: {m}, {cores} logical cores, {mem} GB, {os_}"))
     return "\n".join(lines) + "\n"
 
 
@@ -196,25 +201,61 @@ def svg_plot(results: List[dict], band: Tuple[float, float] = (3.0, 15.0), title
     return "\n".join(out) + "\n"
 
 
+MARK = "<!-- written by mc2export bench-report: a later bench-report may replace this folder's report -->"
+REPORT_FILES = ("report.md", "latency.svg", "merged.json", "merged.csv")
+
+
+def check_report_dir(out: Path) -> None:
+    """``--out`` may hold only a report we wrote (its report.md carries :data:`MARK`): anything else is the
+    user's and is never replaced."""
+    from ..outputs import TMP_PREFIX
+
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith(TMP_PREFIX))
+    foreign = [n for n in names if n not in REPORT_FILES]
+    ours = False
+    if "report.md" in names:
+        try:
+            with open(out / "report.md", encoding="utf-8", errors="replace") as f:
+                ours = MARK in f.read(4096)
+        except OSError:
+            ours = False
+    if foreign or (names and not ours):
+        shown = ", ".join((foreign or names)[:3]) + (", ..." if len(foreign or names) > 3 else "")
+        raise UserError(f"--out '{out}' holds files bench-report did not write ({shown}): choose an empty or new "
+                        "folder, or one an earlier bench-report wrote")
+
+
 def write_report(paths: Sequence, out_dir, keep_all: bool = False, title: str = "mc2export latency") -> dict:
     """Validate and merge result files; write report.md, latency.svg, merged.json, merged.csv into ``out_dir``."""
+    import csv
+    import io
+    import json
+
     from ..outputs import output_dir, write_atomic
-    from .harness import document, write_csv, write_json
+    from .harness import CSV_COLUMNS, csv_rows, document
     from .schema import load_results
 
     out = output_dir(out_dir, "--out")
+    check_report_dir(out)
     if not paths:
         raise UserError("pass at least one results file (written by `mc2export bench --json`)")
     docs = [load_results(p) for p in paths]
     results = merge(docs, keep_all)
-    md = markdown(results, title)
-    write_atomic(out / "report.md", md)
-    write_atomic(out / "latency.svg", svg_plot(results))
+    md = markdown(results, title)  # everything is made before anything is written: no half-written folder
+    svg = svg_plot(results)
     merged = document(results, command="mc2export bench-report " + " ".join(str(p) for p in paths))
-    write_json(merged, out / "merged.json")
-    write_csv(results, out / "merged.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(csv_rows(results))
+    texts = {"merged.json": json.dumps(merged, indent=1, ensure_ascii=False, allow_nan=False) + "\n",
+             "merged.csv": buf.getvalue(), "latency.svg": svg, "report.md": md}  # report.md, the mark, last
+    for name, text in texts.items():  # a full disk / vanished folder: one line (mc2export.outputs.write_failure)
+        write_atomic(out / name, text)
     return {"results": len(results), "files": [str(out / n) for n in ("report.md", "latency.svg", "merged.json",
                                                                       "merged.csv")], "markdown": md}
 
 
-__all__ = ["merge", "markdown", "svg_plot", "write_report", "result_key"]
+__all__ = ["merge", "markdown", "svg_plot", "write_report", "result_key", "check_report_dir", "MARK"]

@@ -93,6 +93,7 @@ class Loaded:
     info: dict = field(default_factory=dict)
     keep: object = None  # whatever must stay alive while ``call`` is used
     run: Optional[Callable[[object], object]] = None  # x (example_input's form) -> float32 embedding
+    io: Optional[dict] = None  # {"inputs": [{name, dtype, shape}], "outputs": [...]} where the runtime says
 
 
 def example_input(tower: str, config: dict):
@@ -126,6 +127,25 @@ def load(runtime: str, bundle, tower: str, threads: int, compute_units: Optional
     raise UserError(f"unknown --runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
 
 
+def _io(fmt: str, handle) -> Optional[dict]:
+    """The model's input / output names and shapes as the runtime reports them, to check against config.json
+    (None: the runtime names none -- an ExecuTorch program's tensors are unnamed)."""
+    try:
+        if fmt == "onnx":
+            ports = (handle.get_inputs(), handle.get_outputs())
+            return {side: [{"name": a.name, "shape": list(a.shape)} for a in ps]
+                    for side, ps in zip(("inputs", "outputs"), ports)}
+        if fmt == "openvino":
+            return {side: [{"name": p.get_any_name(), "shape": [int(d) for d in p.get_shape()]} for p in ps]
+                    for side, ps in (("inputs", handle.inputs), ("outputs", handle.outputs))}
+        if fmt == "coreml":
+            return {"inputs": [{"name": f.name} for f in handle.description.input],
+                    "outputs": [{"name": f.name} for f in handle.description.output]}
+    except Exception:  # pragma: no cover - a runtime build without the introspection calls
+        return None
+    return None
+
+
 def _load_ort(bundle, tower: str, threads: int) -> Loaded:
     import onnxruntime as ort
 
@@ -152,7 +172,7 @@ def _load_ort(bundle, tower: str, threads: int) -> Loaded:
     return Loaded(call, {"provider": "CPUExecutionProvider", "intra_op_threads": int(threads),
                          "graph_optimization": "ORT_ENABLE_ALL",
                          "input": {"name": inp.name, "type": inp.type, "shape": list(x.shape)}}, keep=sess,
-                  run=run_on)
+                  run=run_on, io=_io("onnx", sess))
 
 
 def _load_openvino(bundle, tower: str, threads: int) -> Loaded:
@@ -175,7 +195,7 @@ def _load_openvino(bundle, tower: str, threads: int) -> Loaded:
 
     return Loaded(call, {**info, "bundle_precision": entry.get("precision"),
                          "input": {"dtype": str(x.dtype), "shape": list(x.shape)}}, keep=(compiled, req, x),
-                  run=run_on)
+                  run=run_on, io=_io("openvino", compiled))
 
 
 def _portable_lib():
@@ -253,7 +273,8 @@ def _load_coreml(bundle, tower: str, compute_units: str) -> Loaded:
         return np.asarray(predict(feed(x))["embedding"], dtype=np.float32)
 
     return Loaded(call, {"compute_units": compute_units, "coreml_compute_unit": COMPUTE_UNITS[compute_units],
-                         "input": {"name": inp.name, "type": inp.type.WhichOneof("Type")}}, keep=model, run=run_on)
+                         "input": {"name": inp.name, "type": inp.type.WhichOneof("Type")}}, keep=model, run=run_on,
+                  io=_io("coreml", spec))
 
 
 def torch_weights(bundle, checkpoint: Optional[str]):

@@ -154,17 +154,43 @@ def csv_errors(text: str) -> List[str]:
     return out
 
 
+MAX_RESULTS_BYTES = 64 << 20
+MAX_NUMBER = 1e15  # far above any latency (ms), memory (bytes) or count; a sum of a few stays finite
+
+
+def _first_absurd(doc, path: str = "$"):
+    """(path, value) of the first number beyond +-MAX_NUMBER in ``doc`` (e.g. a latency of 1e308), or None."""
+    stack = [(doc, path)]
+    while stack:
+        o, at = stack.pop()
+        if isinstance(o, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in o.items())
+        elif isinstance(o, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(o))
+        elif isinstance(o, (int, float)) and not isinstance(o, bool) and abs(o) > MAX_NUMBER:
+            return at, float(o)
+    return None
+
+
 def load_results(path) -> dict:
     """Read and validate a results document (``mc2export bench --json`` or an app's JSON file)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"results file not found: '{p}': pass files written by `mc2export bench --json` "
                         "or by a sample app's benchmark mode")
+    from ..export.reading import BadJSON, loads
+
+    hint = "pass a results file written by `mc2export bench --json`"
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"'{p}' is not valid JSON ({e.__class__.__name__}): pass a results file written by "
-                        "`mc2export bench --json`") from None
+        with open(p, "rb") as f:
+            doc = loads(f.read(MAX_RESULTS_BYTES + 1), limit=MAX_RESULTS_BYTES)
+    except OSError as e:
+        raise UserError(f"cannot read '{p}' ({e.strerror or e}): {hint}") from None
+    except BadJSON as e:
+        raise UserError(f"'{p}' is not valid JSON ({e}): {hint}") from None
+    big = _first_absurd(doc)
+    if big is not None:
+        raise UserError(f"'{p}' holds an absurd number ({big[1]:.3g} at {big[0]}): {hint}")
     validate(doc, what=f"results in '{p}'")
     return doc
 

@@ -54,8 +54,8 @@ def get_mode(name: str, *, iterations: Optional[int] = None, seconds: Optional[f
             raise UserError(f"--iterations must be >= 1, got {iterations}")
         changes["min_iterations"] = int(iterations)
     if seconds is not None:
-        if seconds < 0:
-            raise UserError(f"--seconds must be >= 0, got {seconds}")
+        if not (math.isfinite(seconds) and 0 <= seconds <= 86400):  # NaN passes "< 0": it would never stop
+            raise UserError(f"--seconds must be a number of seconds in 0..86400, got {seconds}")
         changes["min_seconds"] = float(seconds)
     if warmup is not None:
         if warmup < 0:

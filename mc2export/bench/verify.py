@@ -111,6 +111,7 @@ def verify_bundle(path, runtime: Optional[str] = None, *, threads: Optional[int]
     from .device import host_device
     from .harness import default_threads, now_iso
     from .runtimes import runtime_version
+    from ..export.validate import tolerance_for
 
     b = load_bundle(path, verify=False)
     try:  # re-hash every file: the vectors and the models must be the exported ones
@@ -119,16 +120,15 @@ def verify_bundle(path, runtime: Optional[str] = None, *, threads: Optional[int]
         raise UserError(f"{e}: the bundle was changed after its export; re-export it") from None
     b.verified = True
     rt = _pick_runtime(b, runtime)
-    manifest = vectors.read(b.path)
-    tol = manifest["tolerance"]
+    manifest = vectors.read(b.path, b.config)  # every tower with a model has vectors (else: refused)
+    tol = tolerance_for(manifest["precision"])  # from the precision's tier in our code, never from the file
     threads = int(threads or default_threads())
-    towers = [t for t in b.towers if t in manifest["towers"]]
-    if not towers:
-        raise UserError(f"bundle '{b.path}' has vectors for no tower it holds: re-export it")
+    towers = list(b.towers)
     report = {"tool": "mc2export verify", "created": now_iso(), "bundle": b.summary(),
               "runtime": {"name": rt, "version": runtime_version(rt), "threads": threads},
               "device": dict(host_device(), cpu_features_detected=_detected_cpu_features()),
-              "precision": manifest["precision"], "tier": manifest["tier"], "tolerance": tol, "towers": {}}
+              "precision": manifest["precision"], "tier": vectors.tier(manifest["precision"]), "tolerance": tol,
+              "towers": {}}
     reason = _cannot_run_reason(b, rt)
     if reason:
         return _finish(report, CANNOT_RUN, reason=reason)
@@ -163,9 +163,32 @@ def _verify_tower(b, rt: str, tower: str, entry: dict, tol: dict, threads: int, 
         msg = " ".join(str(e).split())[:500] or e.__class__.__name__
         return {"rows": int(len(rows)), "verdict": FAILED, "tolerance": tol,
                 "violations": [f"the model does not run in {rt}: {e.__class__.__name__}: {msg}"]}
+    _check_io(b, tower, loaded.io)
     out = check_outputs(outputs, entry["expected"]["array"], tol)
     out.update(tolerance=tol, seconds={"load": round(t1 - t0, 3), "run": round(time.perf_counter() - t1, 3)})
     return out
+
+
+def _check_io(b, tower: str, io: Optional[dict]) -> None:
+    """The model's input / output names (and shapes) must be config.json's: the apps feed by name (R6)."""
+    if io is None:
+        return
+    cfg = b.model_entry(tower)
+    bad = []
+    for side in ("inputs", "outputs"):
+        want = cfg.get(side)
+        if want is None:
+            continue
+        got = io.get(side) or []
+        if [w.get("name") for w in want] != [g.get("name") for g in got]:
+            bad.append(f"{side} {[g.get('name') for g in got]} but config.json says {[w.get('name') for w in want]}")
+        else:
+            for w, g in zip(want, got):
+                if "shape" in g and "shape" in w and [d if isinstance(d, int) else None for d in g["shape"]] != \
+                        [d if isinstance(d, int) else None for d in w["shape"]]:
+                    bad.append(f"{side[:-1]} {w['name']} shape {g['shape']} but config.json says {w['shape']}")
+    if bad:
+        raise UserError(f"bundle '{b.path}' is refused: the {tower} model's {'; '.join(bad)}: re-export it")
 
 
 def _finish(report: dict, status: str, reason: Optional[str] = None) -> dict:

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Dict, Iterable, Optional
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 from ..outputs import TMP_PREFIX, output_dir, sweep
 
-BUNDLE_FORMAT = "mc2export-bundle"
-BUNDLE_VERSION = 1
+from .reading import BUNDLE_FORMAT, BUNDLE_VERSION, CONFIG_SHA256
 
 
 def check_out(out: Path, force: bool) -> Path:
@@ -55,13 +55,13 @@ def check_replaceable(out: Path) -> None:
         raise UserError(f"--out '{out}' is the current folder or holds it: --force never replaces that; "
                         "cd to another folder, or choose another --out")
     try:
-        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        cfg = strict_loads((out / "config.json").read_bytes())
     except (OSError, ValueError):
         cfg = None
     if not isinstance(cfg, dict) or cfg.get("format") != BUNDLE_FORMAT:
         raise UserError(f"--out '{out}' is not an mc2export bundle (it holds {_listing(out)}): --force replaces "
                         "bundles only; choose another --out")
-    listed = set(cfg.get("files") or {}) | {"config.json"}
+    listed = set(cfg.get("files") or {}) | {"config.json", CONFIG_SHA256}
     extra = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                    if not p.is_dir() and p.relative_to(out).as_posix() not in listed)
     if extra:
@@ -176,7 +176,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def file_table(root: Path, exclude: Iterable[str] = ("config.json",)) -> Dict[str, dict]:
+def file_table(root: Path, exclude: Iterable[str] = ("config.json", CONFIG_SHA256)) -> Dict[str, dict]:
     """``{relative posix path: {"sha256", "bytes"}}`` of every file under ``root`` (directories such as
     ``.mlpackage`` are listed file by file), sorted."""
     root = Path(root)
@@ -239,18 +239,26 @@ def now_iso() -> str:
 
 
 def verify_bundle(folder: Path) -> dict:
-    """Re-hash every file listed in ``config.json``; raise ``UserError`` on a missing/changed/extra file.
-    Returns the config."""
+    """Read ``config.json`` under the reading rules (:mod:`.reading`: its own checksum, version, types) and
+    re-hash every file it lists; raise ``UserError`` on a missing / changed / extra file or a path or
+    symlink that leaves the folder. Returns the config."""
+    from .reading import CONFIG, inside, model_paths, read_config, walk
+
     folder = Path(folder)
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"'{folder}' is not an mc2export bundle: no config.json")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    listed = cfg.get("files", {})
-    actual = file_table(folder)
-    missing = sorted(set(listed) - set(actual))
-    extra = sorted(set(actual) - set(listed))
-    changed = sorted(k for k in set(listed) & set(actual) if listed[k]["sha256"] != actual[k]["sha256"])
+    cfg = read_config(folder)
+    listed = cfg["files"]
+    for name in listed:
+        inside(folder, name, "files")
+    model_paths(cfg, folder)
+    present = [n for n in walk(folder) if n not in (CONFIG, CONFIG_SHA256)]
+    missing = sorted(set(listed) - set(present))
+    extra = sorted(set(present) - set(listed))
+    changed = []
+    if not missing and not extra:
+        for name in sorted(listed):
+            p = folder / name
+            if p.stat().st_size != listed[name]["bytes"] or sha256_file(p) != listed[name]["sha256"]:
+                changed.append(name)
     if missing or extra or changed:
         raise UserError(f"bundle '{folder}' does not match its config.json: missing {missing[:3]}, "
                         f"extra {extra[:3]}, changed {changed[:3]}")

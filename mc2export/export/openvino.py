@@ -289,9 +289,7 @@ def calibration_inputs(tower: str, card: dict, batch: int, folder: Optional[Path
             if not cap.is_file():
                 raise UserError(f"--calibration '{folder}' has no {CAPTIONS_FILE} for the text tower: add one caption "
                                 "a line, or pass --towers image")
-            texts = [ln.strip() for ln in cap.read_text(encoding="utf-8").splitlines() if ln.strip()][:CALIBRATION_LIMIT]
-            if not texts:
-                raise UserError(f"'{cap}' is empty: add one caption a line")
+            texts = read_captions(cap)
             what = f"{len(texts)} captions from {cap}"
     if tower == "image":
         x = u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
@@ -300,6 +298,37 @@ def calibration_inputs(tower: str, card: dict, batch: int, folder: Optional[Path
     n = -(-len(x) // batch) * batch  # whole batches, the last one padded by repetition
     x = np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
     return [x[i:i + batch] for i in range(0, n, batch)], what
+
+
+def read_captions(cap: Path) -> List[str]:
+    """The calibration captions (one a line, UTF-8); ``UserError`` for a file that is not UTF-8 or is empty."""
+    try:
+        data = cap.read_bytes()
+        text = data.decode("utf-8")
+    except OSError as e:
+        raise UserError(f"cannot read '{cap}': {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"'{cap}' is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}): save it as UTF-8") \
+            from None
+    texts = [ln.strip() for ln in text.splitlines() if ln.strip()][:CALIBRATION_LIMIT]
+    if not texts:
+        raise UserError(f"'{cap}' is empty: add one caption a line")
+    return texts
+
+
+def check_calibration(folder, towers) -> None:
+    """Everything about ``--calibration`` that can be wrong, checked before any slow work (README)."""
+    folder = Path(folder)
+    if "image" in towers and not any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.rglob("*")):
+        raise UserError(f"--calibration '{folder}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add "
+                        "a few hundred photos like the ones the app will see")
+    if "text" in towers:
+        cap = folder / CAPTIONS_FILE
+        if not cap.is_file():
+            raise UserError(f"--calibration '{folder}' has no {CAPTIONS_FILE} for the text tower: add one caption "
+                            "a line, or pass --towers image")
+        read_captions(cap)
 
 
 def choose(figures: Dict[str, dict], min_gain: float = AUTO_MIN_GAIN):

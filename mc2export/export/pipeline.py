@@ -116,7 +116,7 @@ def _metadata(card: dict, tower: str, fmt: str, precision: str, batch: int, norm
         "description": desc,
         "author": "mc2export " + __version__ + f" (model: Apple {card['family']})",
         "license": card.get("license", "see the weights' source"),
-        "mc2export.bundle_version": "1",
+        "mc2export.bundle_version": "2",
         "mc2export.variant": card["id"],
         "mc2export.name": card["name"],
         "mc2export.tower": tower,
@@ -212,6 +212,8 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         raise UserError("--calibration is for `mc2export openvino --precision int8|auto` (NNCF's calibration set)")
     if calibration is not None and not Path(calibration).is_dir():
         raise UserError(f"--calibration '{calibration}' is not a folder: pass a folder of images (and captions.txt)")
+    if calibration is not None:
+        format_module(fmt).check_calibration(calibration, parse_towers(towers))
     out = Path(out) if out is not None else default_out(fmt, vid, precision, delegate)
     B.check_out(out, force)
     fmt_mod = format_module(fmt)
@@ -315,7 +317,9 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         B.write_json(tmp / "validation.json", validation)
         config = _config(card, fmt, precision, batch, normalize, weights, logit_scale, exported, versions)
         config["files"] = B.file_table(tmp)
-        B.write_json(tmp / "config.json", config)
+        from .reading import write_config
+
+        write_config(tmp, config)
         result["files"] = config["files"]
         result["total_bytes"] = sum(f["bytes"] for f in config["files"].values())
     result["out"] = str(Path(out).absolute())

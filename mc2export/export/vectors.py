@@ -79,42 +79,117 @@ def _save(path: Path, array: np.ndarray, dtype: str) -> None:
     path.write_bytes(np.ascontiguousarray(array, dtype=_DTYPES[dtype]).tobytes())
 
 
+def tower_precision(manifest: dict, tower: str) -> str:
+    """The precision ``tower`` was exported at: the bundle's, or for an OpenVINO ``auto`` bundle the one the
+    tower names (the only case where a tower's entry is read for it)."""
+    p = manifest["precision"]
+    return manifest["towers"][tower].get("precision", p) if p == "auto" else p
+
+
 def tolerance(manifest: dict, tower: str) -> dict:
-    """The tolerance ``tower``'s outputs must hold: its own where the manifest gives one, else the bundle's."""
-    return manifest["towers"][tower].get("tolerance") or manifest["tolerance"]
+    """The tolerance ``tower``'s outputs must hold, from its precision's tier in our code
+    (:func:`.validate.tolerance_for`); the manifest's ``tolerance`` numbers are informational only."""
+    from .validate import tolerance_for
+
+    return tolerance_for(tower_precision(manifest, tower))
 
 
-def read(bundle: Path) -> dict:
-    """The manifest with each tower's ``inputs`` / ``expected`` arrays loaded (``"array"`` keys); a
-    ``UserError`` naming the fix when the bundle has no vectors or they do not match their manifest."""
+def read(bundle: Path, config: Optional[dict] = None) -> dict:
+    """The manifest with each tower's ``inputs`` / ``expected`` arrays loaded (``"array"`` keys), checked
+    under the reading rules (``docs/bundle.md``): paths inside the bundle, types, finite numbers, shapes
+    consistent with each other and -- given the bundle's ``config`` (already read by
+    :func:`.reading.read_config`) -- with its resolution, context length, embedding size, precision and
+    towers (every tower with a model has vectors, and no others). A ``UserError`` naming the fix otherwise."""
+    from .reading import MANIFEST_VERSION, TIERS, BadJSON, inside, loads
+
     bundle = Path(bundle)
-    path = bundle / MANIFEST
     hint = "re-export the bundle with this mc2export (bundles written before verification vectors have none)"
+    path = bundle / MANIFEST
     if not path.is_file():
         raise UserError(f"bundle '{bundle}' has no verification vectors ({MANIFEST} is missing): {hint}")
+
+    def bad(why: str):
+        raise UserError(f"bundle '{bundle}' has unreadable verification vectors ({why}): {hint}")
+
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        towers = manifest["towers"]
-        for tower, entry in towers.items():
-            for part in ("inputs", "expected"):
-                spec = entry[part]
-                entry[part]["array"] = _load(bundle / spec["file"], spec["dtype"], spec["shape"])
-            if len(entry["inputs"]["array"]) != len(entry["expected"]["array"]):
-                raise ValueError(f"{tower}: {len(entry['inputs']['array'])} inputs, "
-                                 f"{len(entry['expected']['array'])} expected rows")
-        float(manifest["tolerance"]["cosine_min"])
-        for tower in towers:
-            float(tolerance(manifest, tower)["cosine_min"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"bundle '{bundle}' has unreadable verification vectors ({e.__class__.__name__}: {e}): "
-                        f"{hint}") from None
+        manifest = loads(inside(bundle, MANIFEST, "the manifest").read_bytes())
+    except (OSError, BadJSON) as e:
+        bad(f"{MANIFEST}: {e}")
+    if not isinstance(manifest, dict):
+        bad(f"{MANIFEST} is not an object")
+    if manifest.get("version") != MANIFEST_VERSION or isinstance(manifest.get("version"), bool):
+        bad(f"{MANIFEST} version {str(manifest.get('version'))[:20]}: written by another mc2export")
+    precision, towers = manifest.get("precision"), manifest.get("towers")
+    if precision not in TIERS:
+        bad(f"precision {str(precision)[:40]!r} is not one this mc2export knows")
+    if not isinstance(towers, dict) or not towers or not set(towers) <= {"image", "text"}:
+        bad("towers must name image and/or text")
+    embed = manifest.get("embed_dim")
+    if config is not None:
+        from .reading import resolution
+
+        if precision != config["precision"]:
+            bad(f"precision {precision} but config.json says {config['precision']}")
+        if set(towers) != set(config["models"]):
+            bad(f"vectors for {', '.join(sorted(towers))} but models for {', '.join(sorted(config['models']))}: "
+                "every tower must be checked")
+        if config.get("embed_dim") is not None and embed != config["embed_dim"]:
+            bad(f"embed_dim {embed} but config.json says {config.get('embed_dim')}")
+    if not (isinstance(embed, int) and not isinstance(embed, bool) and 1 <= embed <= 8192):
+        bad("embed_dim must be an integer in 1..8192")
+    for tower, entry in towers.items():
+        if not isinstance(entry, dict):
+            bad(f"{tower}: not an object")
+        if precision == "auto":
+            if entry.get("precision", "int8") not in TIERS:
+                bad(f"{tower}: precision {str(entry.get('precision'))[:40]!r} is not one this mc2export knows")
+            chosen = ((config or {}).get("models", {}).get(tower, {}).get("openvino") or {}).get("precision")
+            if chosen is not None and TIERS.get(chosen) != TIERS[entry.get("precision", "int8")]:
+                # config.json records what auto chose (int8-bf16 is int8 at a bf16 hint: the same tier)
+                bad(f"{tower}: precision {entry.get('precision')} but config.json says {chosen}")
+        want_dtype = {"inputs": "uint8" if tower == "image" else "int32", "expected": "float32"}
+        arrays = {}
+        for part in ("inputs", "expected"):
+            spec = entry.get(part)
+            if not isinstance(spec, dict):
+                bad(f"{tower}.{part}: not an object")
+            if spec.get("dtype") != want_dtype[part]:
+                bad(f"{tower}.{part}.dtype must be {want_dtype[part]}")
+            shape = spec.get("shape")
+            if not (isinstance(shape, list) and shape and len(shape) <= 4 and all(
+                    isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1 << 20 for n in shape)):
+                bad(f"{tower}.{part}.shape must be a list of positive integers")
+            arrays[part] = _load(inside(bundle, spec.get("file"), f"{MANIFEST} {tower}.{part}.file"),
+                                 spec["dtype"], shape, bad)
+        x, y = arrays["inputs"], arrays["expected"]
+        n = x.shape[0]
+        if not 1 <= n <= 10000 or y.shape != (n, embed):
+            bad(f"{tower}: expected shape {list(y.shape)}, want [{n}, {embed}] for {n} input rows")
+        if config is not None:
+            if tower == "image":
+                r = resolution(config)
+                if x.ndim != 4 or x.shape[1:] != (r, r, 3):
+                    bad(f"image inputs {list(x.shape)}, want [n, {r}, {r}, 3] for resolution {r}")
+            else:
+                c = config.get("context_length") or (config.get("tokenizer") or {}).get("context_length")
+                if x.ndim != 2 or x.shape[1] != c:
+                    bad(f"text tokens {list(x.shape)}, want [m, {c}] for context length {c}")
+        if not np.isfinite(y).all():
+            bad(f"{tower}: expected vectors hold NaN or Inf")
+        spec_in, spec_out = entry["inputs"], entry["expected"]
+        spec_in["array"], spec_out["array"] = x, y
     return manifest
 
 
-def _load(path: Path, dtype: str, shape: Sequence[int]) -> np.ndarray:
-    data = np.fromfile(path, dtype=_DTYPES[dtype])
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path.name} holds {data.size} {dtype} values, the manifest says {list(shape)}")
+def _load(path: Path, dtype: str, shape: Sequence[int], bad) -> np.ndarray:
+    want = int(np.prod(shape)) * np.dtype(_DTYPES[dtype]).itemsize
+    try:
+        size = path.stat().st_size
+        if not path.is_file() or size != want:
+            bad(f"{path.name} holds {size} bytes, the manifest's {dtype} {list(shape)} needs {want}")
+        data = np.fromfile(path, dtype=_DTYPES[dtype])
+    except OSError as e:
+        bad(f"{path.name}: {e.strerror or e}")
     return data.reshape(shape)
 
 
@@ -127,4 +202,5 @@ def model_input(tower: str, rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.int32)
 
 
-__all__ = ["DIR", "MANIFEST", "IMAGE_ROWS", "TEXT_ROWS", "write", "read", "tolerance", "model_input", "tier"]
+__all__ = ["DIR", "MANIFEST", "IMAGE_ROWS", "TEXT_ROWS", "write", "read", "tolerance", "tower_precision", "model_input",
+           "tier"]

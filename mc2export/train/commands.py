@@ -152,7 +152,7 @@ def register(app: typer.Typer, command) -> None:
         import json
 
         from ..options import load_model
-        from ..outputs import output_file, write_atomic
+        from ..outputs import output_file, outside, write_atomic
         from .data import list_image_folder
         from .evaluate import zeroshot_folder
 
@@ -160,6 +160,8 @@ def register(app: typer.Typer, command) -> None:
             raise UserError("pass one of --checkpoint FILE (e.g. a trained model.safetensors), --bundle DIR, "
                             "or --pretrained --variant V")
         json_out = output_file(json_out, "--json") if json_out is not None else None
+        if json_out is not None and bundle is not None:
+            outside(json_out, [bundle], "--json")
         list_image_folder(data)  # a wrong folder fails before the model loads
         if bundle is not None:
             from .evaluate import BundleModel

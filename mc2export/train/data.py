@@ -19,7 +19,6 @@ import os
 import re
 import sys
 import tarfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 FOLDER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -137,6 +137,17 @@ def expand_shards(specs) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------- tar reading
+SKIP_LIMIT = 1000  # consecutive skipped samples after which a training stream gives up
+
+
+def safe_member(name: str) -> bool:
+    """A tar member name we read: relative, no ``..`` / empty components, no backslash or NUL. Others are
+    refused (skipped and counted): their keys would travel into reinforce's shards and a consumer's paths."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and "\0" not in name \
+        and not re.match(r"[A-Za-z]:", name) and all(p not in ("", ".", "..") for p in parts)
+
+
 def split_key(name: str) -> Tuple[str, str]:
     """webdataset's ``base_plus_ext``: ``dir/abc.seg.jpg`` -> (``dir/abc``, ``seg.jpg``)."""
     m = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", name)
@@ -164,6 +175,10 @@ def iter_members(path: str, stats: Optional[Stats] = None) -> Iterator[Tuple[str
                     base = member.name.rsplit("/", 1)[-1]
                     if base.startswith(".") or (base.startswith("__") and base.endswith("__")):
                         continue
+                    if not safe_member(member.name):
+                        if stats is not None:
+                            stats.skip("unsafe member name (absolute or '..')", f"{path}: {member.name[:80]!r}")
+                        continue
                     data = tf.extractfile(member).read()
                     yield member.name, data
                 end = tf.offset
@@ -175,9 +190,9 @@ def iter_members(path: str, stats: Optional[Stats] = None) -> Iterator[Tuple[str
                         break
                     if chunk.count(0) != len(chunk):
                         raise tarfile.ReadError(f"unreadable data at byte {end} (a damaged member header)")
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        except Exception as e:  # tarfile / gzip / bz2 / lzma raise many types on damage (TypeError: fuzzing)
             if stats is not None:
-                stats.corrupt(path, str(e) or type(e).__name__)
+                stats.corrupt(path, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
 
 
 def iter_samples(path: str, stats: Optional[Stats] = None) -> Iterator[Dict[str, bytes]]:
@@ -207,6 +222,8 @@ class ShardWriter:
         self.count = 0
 
     def write(self, key: str, files: Dict[str, bytes]) -> None:
+        if not safe_member(key):
+            raise ValueError(f"sample key {key!r} is not a safe member name")
         if "." in key.rsplit("/", 1)[-1]:
             raise ValueError(f"sample key {key!r} contains a dot: webdataset would split it")
         for ext, data in files.items():
@@ -345,8 +362,11 @@ def image_entry(sample: Dict) -> Optional[Tuple[str, bytes]]:
 def decode_image(data: bytes):
     from PIL import Image
 
+    from ..preprocess import check_decodable
+
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_decodable(*im.size)  # from the header, before decoding (a bomb is a skipped sample)
             im.load()
             return im.convert("RGB")
     except Exception as e:  # PIL raises many types for damaged data
@@ -456,7 +476,7 @@ def make_example(s: Dict, spec: StreamSpec, rng) -> Dict:
         import hashlib
 
         try:
-            want = json.loads(s["json"]).get("sha256")
+            want = strict_loads(s["json"]).get("sha256")
         except (ValueError, AttributeError):
             want = None
         if want and hashlib.sha256(ent[1]).hexdigest() != want:
@@ -465,7 +485,7 @@ def make_example(s: Dict, spec: StreamSpec, rng) -> Dict:
     aug = AugmentConfig.from_dict(spec.aug)
     if spec.reinforced:
         try:
-            paug = json.loads(s["paug.json"])["param_aug"]
+            paug = strict_loads(s["paug.json"])["param_aug"]
         except (KeyError, ValueError, TypeError):
             raise SampleError("missing or unreadable paug.json") from None
         if not isinstance(paug, list) or not paug:
@@ -498,7 +518,7 @@ def make_example(s: Dict, spec: StreamSpec, rng) -> Dict:
             ex["img_emb"], ex["gt_emb"] = embs["image_emb"][k], embs["text_emb"][0]
         if spec.captions == "both":
             try:
-                syn = json.loads(s["syn.json"])
+                syn = strict_loads(s["syn.json"])
             except (KeyError, ValueError):
                 raise SampleError("missing or unreadable syn.json") from None
             keys = [key for key, v in syn.items() if re.match(spec.syn_regex, key) and isinstance(v, list) and v]
@@ -586,15 +606,22 @@ class TrainStream(_IterableBase):
                     return
 
         batch: List[Dict] = []
+        dry = 0  # samples skipped since the last usable one
         for s in _shuffled(raw(), self.spec.shuffle_buffer, rng):
             try:
                 ex = make_example(s, self.spec, rng)
             except SampleError as e:
                 stats.skip(str(e), f"{s.get('__url__', '?')} key {s.get('__key__', '?')}")
+                dry += 1
+                if dry >= SKIP_LIMIT:  # the shards are read with replacement: without this, a spin forever
+                    yield {"error": f"{dry} samples in a row were skipped and none was usable "
+                                    f"({dict(stats.reasons)}): check the data (images, paug.json, captions)"}
+                    return
                 continue
             except EmbeddingMismatch as e:
                 yield {"error": str(e)}
                 return
+            dry = 0
             stats.samples += 1
             batch.append(ex)
             if len(batch) == self.spec.batch_size:
@@ -625,7 +652,7 @@ def read_manifest(data: str | os.PathLike) -> Optional[dict]:
     if m is None or not m.is_file():
         return None
     try:
-        return json.loads(m.read_text(encoding="utf-8"))
+        return strict_loads(m.read_bytes())
     except ValueError as e:
         raise UserError(f"cannot read '{m}': {e}") from None
 
@@ -637,7 +664,8 @@ def write_json_atomic(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
-__all__ = ["Stats", "merge_stats", "expand_shards", "iter_members", "iter_samples", "split_key", "ShardWriter",
+__all__ = ["Stats", "merge_stats", "expand_shards", "iter_members", "iter_samples", "split_key", "safe_member",
+           "SKIP_LIMIT", "ShardWriter",
            "encode_embeddings", "decode_embeddings", "list_image_folder", "Source", "image_entry",
            "decode_image", "join_by_key", "read_manifest", "EmbeddingMismatch", "SampleError", "MANIFEST",
            "FORMAT", "SYN_KEY_REGEX", "IMAGE_EXTS", "class_caption", "write_json_atomic", "TarReader", "StreamSpec",

@@ -40,10 +40,11 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..errors import UserError
+from ..strictjson import loads as strict_loads
 from ..outputs import output_dir, run_folder
 from .augment import AugmentConfig, draw, replay, sample_rng, to_tensor
-from .data import (FORMAT, MANIFEST, SampleError, ShardWriter, Source, Stats, decode_image, encode_embeddings,
-                   image_entry, write_json_atomic)
+from .data import (FORMAT, MANIFEST, SKIP_LIMIT, SampleError, ShardWriter, Source, Stats, decode_image,
+                   encode_embeddings, image_entry, write_json_atomic)
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -215,16 +216,16 @@ def read_captions(path: str) -> Dict[str, List[str]]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"captions file not found: '{p}'")
-    text = p.read_text(encoding="utf-8")
     try:
+        text = p.read_text(encoding="utf-8")
         if p.suffix == ".jsonl":
             table = {}
             for line in text.splitlines():
                 if line.strip():
-                    rec = json.loads(line)
+                    rec = strict_loads(line)
                     table[str(rec["key"])] = list(rec["captions"])
             return table
-        obj = json.loads(text)
+        obj = strict_loads(text)
         return {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in obj.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"cannot read captions file '{p}' ({e}): expected JSON {{key: [captions]}} or JSONL "
@@ -254,8 +255,43 @@ def _manifest(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], aug
     }
 
 
+def check_out_folder(out: Path) -> None:
+    """``--out`` is new, empty, or a folder a reinforce run wrote (it holds our ``dataset.json``): any other
+    folder's files -- a ``shard-000000.tar`` of someone else included -- are never counted as done, nor
+    replaced, nor removed."""
+    from ..outputs import TMP_PREFIX
+
+    out = Path(out)
+    if not out.is_dir() or (out / MANIFEST).is_file():
+        return
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith(TMP_PREFIX))
+    if names:
+        raise UserError(f"--out '{out}' holds files reinforce did not write ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''}) and no {MANIFEST}: choose a new or empty folder")
+
+
+def _stamp(tar: Path) -> list:
+    st = tar.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _done(out: Path, i: int) -> bool:
+    """Shard ``i`` is done when its tar and the stats we write after it agree on its size and mtime (a tar
+    alone is a run killed between the two, or not ours: made again; stats of older versions have no stamp)."""
+    tar, st = out / f"shard-{i:06d}.tar", out / f"shard-{i:06d}.stats.json"
+    if not (tar.is_file() and st.is_file()):
+        return False
+    try:
+        rec = strict_loads(st.read_bytes())
+    except (OSError, ValueError):
+        return False
+    st = tar.stat()
+    return isinstance(rec, dict) and rec.get("tar", [st.st_size, st.st_mtime_ns]) == [st.st_size, st.st_mtime_ns]
+
+
 def reinforce(cfg: ReinforceConfig) -> dict:
     output_dir(cfg.out, "--out")
+    check_out_folder(cfg.out)
     if cfg.num_aug < 1:
         raise UserError("--num-aug must be at least 1")
     if cfg.emb_format not in ("npz", "pth.gz"):
@@ -291,7 +327,7 @@ def _reinforce(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], ca
     manifest = _manifest(cfg, source, teachers, aug, captioner)
     mpath = out / MANIFEST
     if mpath.is_file():
-        old = json.loads(mpath.read_text(encoding="utf-8"))
+        old = strict_loads(mpath.read_bytes())
         diff = [k for k in manifest if k != "teachers" and old.get(k) != manifest[k]]
         if [t["spec"] for t in old.get("teachers", [])] != cfg.teachers:
             diff.insert(0, "teachers")
@@ -302,7 +338,7 @@ def _reinforce(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], ca
         write_json_atomic(mpath, manifest)
 
     mine = [i for i in range(len(source)) if i % world == rank]
-    todo = [i for i in mine if not (out / f"shard-{i:06d}.tar").is_file()]
+    todo = [i for i in mine if not _done(out, i)]
     prefix = f"[rank {rank}/{world}] " if world > 1 else ""
     print(f"{prefix}reinforcing {len(source)} shards of {cfg.src[0] if len(cfg.src) == 1 else cfg.src} into {out}: "
           f"{len(mine)} mine, {len(mine) - len(todo)} already done; teachers "
@@ -315,7 +351,12 @@ def _reinforce(cfg: ReinforceConfig, source: Source, teachers: List[Teacher], ca
         count = _reinforce_shard(i, source, teachers, captioner, aug, cfg, out / f"shard-{i:06d}.tar", stats,
                                  progress=_Progress(f"{prefix}shard {i} ({n}/{len(todo)})", t0, done_samples))
         done_samples += count
-        write_json_atomic(out / f"shard-{i:06d}.stats.json", {**stats.as_dict(), "samples": count})
+        if done_samples == 0 and total.skipped + stats.skipped >= SKIP_LIMIT:  # bounded: not every shard for nothing
+            (out / f"shard-{i:06d}.tar").unlink(missing_ok=True)
+            raise UserError(f"{prefix}{total.skipped + stats.skipped} samples were skipped and none was usable "
+                            f"({', '.join(f'{k}: {v}' for k, v in stats.reasons.items())}): check the source")
+        write_json_atomic(out / f"shard-{i:06d}.stats.json", {**stats.as_dict(), "samples": count,
+                                                             "tar": _stamp(out / f"shard-{i:06d}.tar")})
         for k in ("shards", "corrupt_shards", "samples", "skipped"):
             setattr(total, k, getattr(total, k) + getattr(stats, k))
         total.reasons.update(stats.reasons)
@@ -398,7 +439,7 @@ def _prepare(s: dict, aug: AugmentConfig, cfg: ReinforceConfig, stats: Stats) ->
     meta = {}
     if "json" in s:
         try:
-            meta = json.loads(s["json"])
+            meta = strict_loads(s["json"])
             meta = meta if isinstance(meta, dict) else {}
         except ValueError:
             meta = {}
