@@ -60,6 +60,10 @@ def make_corpus(out: Path, n: int, log=print) -> list:
     if not sources:
         raise SystemExit("scikit-image's bundled photos not found: pip install scikit-image")
     out.mkdir(parents=True, exist_ok=True)
+    from PIL import ImageChops
+
+    # camera-like grain (JPEGs of smooth upscaled pictures would be unrealistically small and fast to decode)
+    grain = Image.fromarray(np.random.default_rng(0).integers(0, 14, (H, W, 3), dtype=np.uint8))
     files = []
     for i in range(n):
         f = out / f"IMG_{i:05d}.jpg"
@@ -74,10 +78,9 @@ def make_corpus(out: Path, n: int, log=print) -> list:
         tile = im.crop((x, y, x + cw, y + ch)).resize((W, H), Image.Resampling.BICUBIC)
         if rng.random() < 0.5:
             tile = tile.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        gain = np.array([rng.uniform(0.8, 1.2) for _ in range(3)], np.float32)
-        arr = np.asarray(tile, np.float32) * gain
-        noise = np.random.default_rng(i).normal(0, 3, (H // 8, W // 8, 1)).repeat(8, 0).repeat(8, 1)
-        tile = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
+        gains = [rng.uniform(0.8, 1.1) for _ in range(3)]
+        tile = Image.merge("RGB", [b.point(lambda v, g=g: min(255, int(v * g))) for b, g in zip(tile.split(), gains)])
+        tile = ImageChops.add(tile, ImageChops.offset(grain, rng.randint(0, W), rng.randint(0, H)))
         exif = Image.Exif()
         exif[0x0112] = 6 if i % 5 == 0 else 1
         tmp = f.with_suffix(".tmp")

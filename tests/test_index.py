@@ -351,3 +351,32 @@ def test_ray_engine_matches_local(tmp_path, s0_onnx):
     assert _index(photos, ray_lib, s0_onnx, "--commit-every", 4, "--engine", "ray") == 0
     assert _dump(ray_lib) == _dump(local)
     assert json.loads((ray_lib / "stats.json").read_text())["engine"] == "ray"
+
+
+def test_default_model_exported_once_into_the_cache(tmp_path, s0_onnx, monkeypatch):
+    """Without --bundle: the machine's fast format is exported once into MC2EXPORT_CACHE, then reused."""
+    import shutil
+
+    import mc2export.export as export
+    from mc2export.library.model import default_format
+
+    calls = []
+
+    def fake_export(fmt, variant, *, out, **kw):  # stands in for the minutes-long real export
+        calls.append((fmt, variant, kw["precision"], kw["towers"], kw["batch"]))
+        shutil.copytree(s0_onnx, out)
+
+    monkeypatch.setattr(export, "export_bundle", fake_export)
+    monkeypatch.setenv("MC2EXPORT_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "w.safetensors"
+    ckpt.write_bytes(b"weights")
+    photos = _album(tmp_path / "photos", 2)
+    lib = tmp_path / "lib"
+    for extra in ([], [3]):
+        if extra:
+            _photo(photos / "more.jpg", 3)
+        assert _run("index", photos, "--out", lib, "--checkpoint", ckpt, "--workers", 0, "-q") == 0
+    fmt, precision = default_format()
+    assert calls == [(fmt, "mobileclip2-s0", precision, "image,text", 8)]
+    assert fmt == "openvino" if __import__("importlib.util").util.find_spec("openvino") else "onnx"
+    assert _dump(lib)[1]["ok"] == 3

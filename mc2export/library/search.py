@@ -93,12 +93,12 @@ def build_ann(lib: Library, target_recall: float = 0.95, k: int = 20, log=lambda
     if n < 1000:
         raise UserError(f"the library has {n} rows: exact search is fast at this size, no approximate index needed")
     d = lib.dim
-    nlist = int(min(max(64, 4 * np.sqrt(n)), n // 39))
+    nlist = int(min(max(64, np.sqrt(n)), n // 39))  # k-means cost grows with nlist x the training sample
     rng = np.random.default_rng(0)
     allrows = np.concatenate([np.asarray(m, np.float32) for m in mats]) if n <= 2_000_000 else None
     if allrows is None:
         raise UserError("libraries past 2 M rows: build the index in parts (not supported yet)")
-    train = allrows[rng.choice(n, min(n, 64 * nlist), replace=False)]
+    train = allrows[rng.choice(n, min(n, 40 * nlist), replace=False)]
     t0 = time.perf_counter()
     quant = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFScalarQuantizer(quant, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
