@@ -7,6 +7,7 @@ give every photo the same embedding, which would make these tests blind)."""
 from __future__ import annotations
 
 import errno
+import importlib.util
 import html.parser
 import io
 import json
@@ -207,6 +208,20 @@ def test_model_mismatch_refused(tmp_path, s0_onnx, capsys):
     assert _dump(lib)[1]["ok"] == 0
 
 
+def test_one_writer_per_library(tmp_path, s0_onnx, capsys):
+    from mc2export.library.indexer import _lock
+
+    photos = _album(tmp_path / "photos", 1)
+    held = _lock(tmp_path / "lib")
+    try:
+        capsys.readouterr()
+        assert _index(photos, tmp_path / "lib", s0_onnx) == 2
+        assert "another mc2export run is writing" in capsys.readouterr().err
+    finally:
+        held.close()
+    assert _index(photos, tmp_path / "lib", s0_onnx) == 0
+
+
 def _bomb_png(path: Path, w: int, h: int) -> None:
     """A PNG whose header claims w x h pixels (a decompression bomb is refused before its data is read)."""
     import struct
@@ -378,5 +393,5 @@ def test_default_model_exported_once_into_the_cache(tmp_path, s0_onnx, monkeypat
         assert _run("index", photos, "--out", lib, "--checkpoint", ckpt, "--workers", 0, "-q") == 0
     fmt, precision = default_format()
     assert calls == [(fmt, "mobileclip2-s0", precision, "image,text", 8)]
-    assert fmt == "openvino" if __import__("importlib.util").util.find_spec("openvino") else "onnx"
+    assert fmt == ("openvino" if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf") else "onnx")
     assert _dump(lib)[1]["ok"] == 3

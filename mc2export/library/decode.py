@@ -81,9 +81,12 @@ def open_checked(data: bytes, cfg: DecodeConfig):
     if not data:
         raise Unreadable("empty file")
     _register_heif()
+    # our own limit below decides; Pillow's (89 M warning, 179 M error) must not refuse a 100 MP photo first
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < cfg.max_pixels:
+        Image.MAX_IMAGE_PIXELS = cfg.max_pixels
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
         head = data[:64].lstrip().lower()
@@ -111,7 +114,7 @@ def model_input(data: bytes, cfg: DecodeConfig) -> np.ndarray:
     im = open_checked(data, cfg)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # GIF / multi-page TIFF: the first frame
             if not cfg.exact and im.format == "JPEG":

@@ -39,6 +39,7 @@ def index(inputs: Sequence[str], out: Path, *, files_from: Optional[Path] = None
         raise UserError("nothing to index: pass folders of photos, image files, .tar shards or --files-from")
     t0 = time.perf_counter()
     found = scan(inputs, files_from, skip=out)
+    lock = _lock(out)
     t_scan = time.perf_counter() - t0
     # the model is only resolved (and, the first time, exported) when there is a library to open or create
     existing = Library.exists(out)
@@ -78,8 +79,8 @@ def index(inputs: Sequence[str], out: Path, *, files_from: Optional[Path] = None
                           group=commit_every)
             progress.finish()
         counts = lib.counts()
-        skipped_now = [(p, r) for p, _, _, _, _, _, r in lib.photos("skipped")
-                       if p in {ph.key for ph in todo.todo}]
+        keys = {ph.key for ph in todo.todo}
+        skipped_now = [(p, r) for p, _, _, _, _, _, r in lib.photos("skipped") if p in keys]
         wall = progress.seconds() + t_scan
         summary = {
             "library": str(out), "engine": engine if todo.todo else None,
@@ -96,14 +97,34 @@ def index(inputs: Sequence[str], out: Path, *, files_from: Optional[Path] = None
         return summary
     finally:
         lib.close()
+        lock.close()
+
+
+def _lock(out: Path):
+    """One writer per library: an exclusive flock on LIBRARY/.lock for the whole run (released by the OS when
+    the process dies, so a killed run never blocks the next one)."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UserError(f"another mc2export run is writing the library '{out}': wait for it to finish") from None
+    return f
 
 
 def compact(out: Path) -> dict:
+    if not Library.exists(out):
+        raise UserError(f"'{out}' is not an mc2export library (no manifest.sqlite): nothing to compact")
+    lock = _lock(out)
     lib = Library.open(out)
     try:
         return lib.compact()
     finally:
         lib.close()
+        lock.close()
 
 
 __all__ = ["index", "compact", "default_threads"]

@@ -90,8 +90,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Library:
-    """An open library. ``Library.open(path)`` for an existing one, ``Library.create`` (or ``open(create=...)``)
-    to start one; every write goes through :meth:`commit` / :meth:`tombstone` / :meth:`compact`."""
+    """An open library: ``Library.open(path)`` for an existing one, ``Library.open(path, model)`` to create it if
+    missing; every write goes through :meth:`commit` / :meth:`tombstone` / :meth:`compact`."""
 
     def __init__(self, path: Path, db: sqlite3.Connection):
         self.path = path
