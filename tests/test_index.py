@@ -395,3 +395,28 @@ def test_default_model_exported_once_into_the_cache(tmp_path, s0_onnx, monkeypat
     assert calls == [(fmt, "mobileclip2-s0", precision, "image,text", 8)]
     assert fmt == ("openvino" if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf") else "onnx")
     assert _dump(lib)[1]["ok"] == 3
+
+
+def test_ann_index_recall_and_dead_rows(tmp_path):
+    pytest.importorskip("faiss")
+    from mc2export.library.search import ann_fresh, build_ann, exact_scores, search
+    from mc2export.library.store import Item, Library, Model
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))
+    v = centres[rng.integers(0, 40, 4000)] + rng.normal(0, 0.5, (4000, 32))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    with Library.open(tmp_path / "lib", Model("mobileclip2-s0", "a" * 64, 32, "synthetic")) as L:
+        L.commit([Item(f"/p{i:05d}", 1, 1, v[i]) for i in range(4000)])
+        info = build_ann(L, k=10)
+        assert ann_fresh(L) and info["recall_at_k"] >= 0.95 and info["rows"] == 4000
+        q = v[7] + rng.normal(0, 0.05, 32)
+        best = exact_scores(L, q, 1)[0]
+        L.tombstone([L.at([best[1:]])[0]])  # the best match is deleted: neither search may return it
+        hits, method = search(L, q, 10, exact=False)
+        assert method == "ann" and len(hits) == 10 and (best[1], best[2]) not in {(h.shard, h.row) for h in hits}
+        exact, _ = search(L, q, 10, exact=True)
+        assert len({h.path for h in hits} & {h.path for h in exact}) >= 8
+        L.commit([Item("/new", 1, 1, v[0])])
+        assert not ann_fresh(L)  # a stale index is not used
+        assert search(L, q, 10)[1] == "exact"

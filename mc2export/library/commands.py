@@ -82,9 +82,7 @@ def register(app: typer.Typer, command) -> None:
         typer.echo(f"{s['indexed']} indexed, {s['skipped']} skipped, {s['unchanged']} unchanged, {s['deleted']} "
                    f"deleted; {s['seconds']:.1f} s, {s['photos_per_s'] or 0:.1f} photos/s; stages (s): "
                    + ", ".join(f"{k} {v:.1f}" for k, v in st.items())
-                   + f"; library {out}: {s['library_counts']['ok']} photos")
-        if not quiet:
-            typer.echo(json.dumps({"stats": str(out / "stats.json")}), err=True)
+                   + f"; library {out}: {s['library_counts']['ok']} photos (details: {out / 'stats.json'})")
 
     @command("search")
     def search_cmd(library: Path = typer.Argument(..., help="A library written by `mc2export index`."),

@@ -55,8 +55,8 @@ def index(inputs: Sequence[str], out: Path, *, files_from: Optional[Path] = None
             lib = Library.open(out, choice.model(), dtype)
         else:
             lib.check_model(choice.model())
-    elif bundle is not None or variant or checkpoint:
-        choice = choose(bundle, variant, checkpoint, runtime, log=log)
+    elif bundle is not None or variant or checkpoint:  # nothing to run: only the model's identity is checked
+        choice = choose(bundle, variant, checkpoint, runtime, log=log, verify=False)
         lib.check_model(choice.model())
     try:
         progress = Progress(len(todo.todo), every=progress_every)

@@ -99,8 +99,9 @@ def cached_bundle(variant: str, checkpoint: Optional[Path], fmt: Optional[str] =
 
 
 def choose(bundle: Optional[Path], variant: Optional[str], checkpoint: Optional[Path], runtime: Optional[str],
-           batch: int = DEFAULT_BATCH, log=print) -> Choice:
-    """Resolve ``--bundle`` / ``--variant --checkpoint`` / ``--runtime`` into a :class:`Choice`."""
+           batch: int = DEFAULT_BATCH, log=print, verify: bool = True) -> Choice:
+    """Resolve ``--bundle`` / ``--variant --checkpoint`` / ``--runtime`` into a :class:`Choice`. ``verify``:
+    re-hash the bundle's files (needed before it runs; not to compare its checksum with a library's)."""
     from ..bench.bundles import DEFAULT_RUNTIME, check_runtime, load_bundle
     from ..bench.runtimes import require
 
@@ -108,7 +109,7 @@ def choose(bundle: Optional[Path], variant: Optional[str], checkpoint: Optional[
         bundle = cached_bundle(variant or "s0", checkpoint, batch=batch, log=log)
     elif variant or checkpoint:
         raise UserError("pass --bundle, or --variant / --checkpoint (the default model), not both")
-    b = load_bundle(bundle, skip_option=None)
+    b = load_bundle(bundle, verify=verify, skip_option=None)
     if "image" not in b.towers:
         raise UserError(f"bundle '{bundle}' holds no image model: export one with --towers image (or image,text)")
     runtime = runtime or DEFAULT_RUNTIME.get(b.format, "onnxruntime")

@@ -157,12 +157,11 @@ def ann_scores(lib: Library, q: np.ndarray, k: int) -> List[Tuple[float, int, in
 
 def search(lib: Library, q: np.ndarray, k: int = 20, exact: Optional[bool] = None) -> Tuple[List[Hit], str]:
     """Top-``k`` live photos for the query vector, and the method used ("exact" / "ann")."""
-    use_ann = (not exact) and lib.counts()["rows"] > ANN_ROWS and ann_fresh(lib)
-    if exact is False and not ann_fresh(lib):
+    fresh = ann_fresh(lib)
+    if exact is False and not fresh:
         raise UserError("no up-to-date approximate index in this library: build it with "
                         f"`mc2export search '{lib.path}' --build-ann`")
-    if exact is False:
-        use_ann = True
+    use_ann = exact is False or (exact is None and fresh and lib.counts()["rows"] > ANN_ROWS)
     rows = ann_scores(lib, q, k) if use_ann else exact_scores(lib, q, k)
     paths = lib.at([(s, r) for _, s, r in rows])
     hits = [Hit(i + 1, sc, p, s, r) for i, ((sc, s, r), p) in enumerate(zip(rows, paths)) if p is not None]
