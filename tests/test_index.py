@@ -327,6 +327,11 @@ def test_commit_is_crash_safe_and_disk_full_stops_cleanly(tmp_path, monkeypatch)
         assert L.counts()["rows"] == 4
 
 
+def _children(pid: int) -> list:
+    p = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in p.read_text().split()] if p.is_file() else []
+
+
 def test_resume_after_sigkill(tmp_path, s0_onnx):
     """A subprocess killed by SIGKILL mid-run, then rerun, gives the library an uninterrupted run gives."""
     photos = _album(tmp_path / "photos", 24)
@@ -349,8 +354,13 @@ def test_resume_after_sigkill(tmp_path, s0_onnx):
                 break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
+    workers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "decode workers outlived the killed run"
     _, part = _dump(lib)
     assert 4 <= part["ok"] < 24
     assert _index(photos, lib, s0_onnx, "--commit-every", 4) == 0

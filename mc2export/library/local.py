@@ -29,10 +29,27 @@ INFER_MIN = 32       # photos per inference call and commit (rounded up to the b
 
 
 def _quiet_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command's handler stops the run
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked with the command's handler, which only fits it
+    _die_with_parent()
     from .decode import _register_heif
 
     _register_heif()
+
+
+def _die_with_parent() -> None:
+    """A worker outlives a SIGKILLed parent otherwise: forked siblings hold the task pipe open, so it never
+    sees EOF. Linux: PR_SET_PDEATHSIG; elsewhere the workers end when their next task read fails."""
+    import ctypes
+    import os
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Writer:
