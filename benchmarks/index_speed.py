@@ -208,6 +208,53 @@ def rerun_unchanged(n: int, bundle: Path) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def kill_resume(bundle: Path, kills: int = 10, photos: int = 60, seed: int = 0, log=print) -> dict:
+    """``kills`` SIGKILLs of `mc2export index` at random moments, then a rerun to the end: the library must equal
+    an uninterrupted run's (every photo once, same rows, same embedding bytes). Small 640 x 480 photos."""
+    import signal
+
+    from PIL import Image
+
+    from mc2export.library.store import Library
+
+    tmp = Path(tempfile.mkdtemp(prefix="index-kill-"))
+    rng = random.Random(seed)
+    try:
+        src = tmp / "photos"
+        src.mkdir()
+        for i in range(photos):
+            a = np.random.default_rng(i).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+            Image.fromarray(a).resize((640, 480), Image.Resampling.BICUBIC).save(src / f"{i:04d}.jpg", quality=90)
+
+        def cmd(lib):
+            return [sys.executable, "-m", "mc2export.cli", "index", str(src), "--out", str(lib), "--bundle",
+                    str(bundle), "-q", "--commit-every", "4"]
+
+        def dump(lib):
+            with Library.open(lib) as L:
+                return [(p, st, sh, r, L.vector(sh, r).tobytes() if st == "ok" else None)
+                        for p, _, _, st, sh, r, _ in L.photos()]
+
+        t0 = time.perf_counter()
+        run_child(cmd(tmp / "ref"))
+        full = time.perf_counter() - t0
+        progress = []
+        for k in range(kills):
+            p = subprocess.Popen(cmd(tmp / "lib"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.2, full))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+            n = len(dump(tmp / "lib")) if (tmp / "lib" / "manifest.sqlite").is_file() else 0
+            progress.append(n)
+            log(f"  kill {k + 1}/{kills}: {n} photos committed")
+        run_child(cmd(tmp / "lib"))
+        same = dump(tmp / "lib") == dump(tmp / "ref")
+        return {"kills": kills, "photos": photos, "committed_after_each_kill": progress, "identical": same}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def synthetic(n: int, d: int = 512, clusters: int = 2000, seed: int = 0) -> np.ndarray:
     """Unit vectors around random centres (photo embeddings cluster; uniform random vectors do not)."""
     rng = np.random.default_rng(seed)
@@ -281,6 +328,7 @@ def main() -> None:
     ap.add_argument("--exact-too", action="store_true", help="also run each bundle with --exact-decode")
     ap.add_argument("--fidelity", type=int, default=20, help="photos for the reduced-vs-exact decode check")
     ap.add_argument("--search", default="100000,1000000", help="library sizes for the search latency ('' none)")
+    ap.add_argument("--kills", type=int, default=10, help="SIGKILLs of the kill-and-resume check (0: none)")
     ap.add_argument("--rerun", type=int, default=10000, help="photos of the unchanged-rerun check (0: none)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "index_speed")
     args = ap.parse_args()
@@ -290,14 +338,17 @@ def main() -> None:
     files = make_corpus(args.corpus, args.n, log)
     res["corpus"] = {"photos": len(files), "size": f"{W}x{H}", "bytes_mean": int(np.mean([f.stat().st_size
                                                                                           for f in files]))}
-    if args.bundle:
+    if args.bundle and args.fidelity:
         res["fidelity"] = fidelity(files, Path(args.bundle[0].split("=", 1)[1]), args.fidelity)
         log(f"fidelity: {res['fidelity']}")
-    if args.bundle or args.checkpoint:
+    if (args.bundle or args.checkpoint) and args.rounds:
         res["paired"] = paired(files, args, log)
     if args.rerun and args.bundle:
         res["rerun_unchanged"] = rerun_unchanged(args.rerun, Path(args.bundle[0].split("=", 1)[1]))
         log(f"rerun: {res['rerun_unchanged']}")
+    if args.kills and args.bundle:
+        res["kill_resume"] = kill_resume(Path(args.bundle[0].split("=", 1)[1]), args.kills, log=log)
+        log(f"kill-resume: {res['kill_resume']}")
     res["search"] = [search_latency(int(n), log) for n in args.search.split(",") if n]
     res["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -454,3 +454,21 @@ def test_webdataset_tar_and_files_from(tmp_path, s0_onnx):
     from mc2export.library.sheet import thumbnail
 
     assert thumbnail(next(k for k in keys if "::" in k)).startswith("data:image/jpeg;base64,")
+
+
+def test_progress_lines():
+    from mc2export.library.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, log = Tty(), io.StringIO()
+    for out in (tty, log):
+        p = Progress(10, out=out, every=0.0)
+        p.update(ok=3, skipped=1)
+        p.add("decode", 0.5)
+        p.finish()
+    assert tty.getvalue().startswith("\rindexed 4/10 ") and "skipped 1" in tty.getvalue() and "ETA" in tty.getvalue()
+    assert log.getvalue().startswith("indexed 4/10 ") and "\r" not in log.getvalue()
+    assert Progress(1, out=io.StringIO()).every == 30.0 and Progress(1, out=Tty()).every == 0.5
