@@ -317,6 +317,72 @@ def search_latency(n: int, log=print) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def render(res: dict) -> str:
+    """index_speed.md's figures from the JSON (the prose around them is written by hand)."""
+    c = res["cpu"]
+    la = [res.get("loadavg_start"), res.get("loadavg_end")]
+    out = [f"CPU: {c['model']}, {c['cpus']} CPUs, flags {', '.join(c['flags']) or 'none of avx512/vnni/amx'}; "
+           f"load average at start {la[0][0]:.1f}, at end {la[1][0]:.1f}"
+           + (" -- **provisional** (load > 1.5: the machine was shared)" if max(la[0][0], la[1][0]) > 1.5 else ""),
+           ""]
+    if "paired" in res:
+        pr = res["paired"]
+        out += [f"### Paired runs: {pr['take']} photos of 4032 x 3024 per run, {pr['rounds']} rounds, shuffled order", "",
+                "| runner | photos/s (whole command) | photos/s (after start-up) | peak RSS MB | read s | decode s "
+                "(sum over workers) | decode wait s | infer s | write s |", "|---|---|---|---|---|---|---|---|---|"]
+        base = None
+        for k, runs in pr["runs"].items():
+            if not runs:
+                continue
+            med = statistics.median(r["photos_per_s"] for r in runs)
+            base = med if k == "embed" else base
+            steady = [r["steady_photos_per_s"] for r in runs if "steady_photos_per_s" in r]
+            st = [r.get("stages_s", {}) for r in runs]
+
+            def m(key):
+                v = [x[key] for x in st if key in x]
+                return f"{statistics.median(v):.1f}" if v else "-"
+
+            out.append(f"| {k} | {med:.2f} | {statistics.median(steady):.2f} | "
+                       f"{max(r['peak_rss_mb'] for r in runs):.0f} | {m('read')} | {m('decode')} | {m('decode_wait')} | "
+                       f"{m('infer')} | {m('write')} |" if steady else
+                       f"| {k} | {med:.2f} | - | {max(r['peak_rss_mb'] for r in runs):.0f} | - | - | - | - | - |")
+        if base:
+            out += ["", "Speed-up over `embed` (whole command, median of rounds): " + ", ".join(
+                f"{k} {statistics.median(r['photos_per_s'] for r in runs) / base:.1f}x"
+                for k, runs in pr["runs"].items() if k != "embed" and runs)]
+        out.append("")
+    if "fidelity" in res:
+        f = res["fidelity"]
+        out += ["### Reduced (DCT-scaled) decode vs exact full-size decode", "",
+                f"{f['photos']} corpus photos, model input in uint8 levels: max |diff| {f['max_abs_levels']:.0f}, RMS "
+                f"{f['rms_levels_mean']:.2f} (worst photo {f['rms_levels_max']:.2f}); embedding cosine min "
+                f"{f['cosine_min']:.6f}, mean {f['cosine_mean']:.6f}; decode + preprocess p50 "
+                f"{f['decode_ms_reduced_p50']:.0f} ms reduced vs {f['decode_ms_exact_p50']:.0f} ms exact.", ""]
+    if "rerun_unchanged" in res:
+        r = res["rerun_unchanged"]
+        out += [f"### Rerun on an unchanged library of {r['photos']} photos: {r['wall_s_incl_startup']:.1f} s including "
+                f"start-up (scan + diff {r['scan_s']:.2f} s), peak RSS {r['peak_rss_mb']:.0f} MB", ""]
+    if "kill_resume" in res:
+        k = res["kill_resume"]
+        out += [f"### Kill and resume: {k['kills']} SIGKILLs at random moments on {k['photos']} photos (committed after "
+                f"each: {k['committed_after_each_kill']}), then a rerun: library identical to the uninterrupted "
+                f"run's: **{k['identical']}**", ""]
+    if res.get("search"):
+        out += ["### Search, 512-d fp16 unit vectors (synthetic, clustered), top-20", "",
+                "| rows | exact p50 ms | exact p90 ms | IVF nlist / nprobe | IVF recall@20 | IVF p50 ms (load + search) "
+                "| IVF p50 ms (in memory) | IVF build s |", "|---|---|---|---|---|---|---|---|"]
+        for sr in res["search"]:
+            a = sr.get("ann")
+            if isinstance(a, dict):
+                out.append(f"| {sr['rows']:,} | {sr['exact_p50_ms']:.0f} | {sr['exact_p90_ms']:.0f} | {a['nlist']} / "
+                           f"{a['nprobe']} | {a['recall_at_20']:.3f} | {a['p50_ms_incl_load']:.0f} | "
+                           f"{a['p50_ms_in_memory']:.1f} | {a['build_s']:.0f} |")
+            else:
+                out.append(f"| {sr['rows']:,} | {sr['exact_p50_ms']:.0f} | {sr['exact_p90_ms']:.0f} | {a} | | | | |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "mc2export-index-corpus")
@@ -331,7 +397,11 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=10, help="SIGKILLs of the kill-and-resume check (0: none)")
     ap.add_argument("--rerun", type=int, default=10000, help="photos of the unchanged-rerun check (0: none)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "index_speed")
+    ap.add_argument("--render", type=Path, help="only print the markdown figures of an earlier JSON")
     args = ap.parse_args()
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     res = {"cpu": cpu(), "loadavg_start": os.getloadavg(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                    time.gmtime())}
@@ -353,7 +423,7 @@ def main() -> None:
     res["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print(json.dumps(res, indent=2, default=float))
+    print(render(json.loads(json.dumps(res, default=float))))
 
 
 if __name__ == "__main__":
