@@ -30,8 +30,6 @@ pytest.importorskip("onnxruntime")
 
 @pytest.fixture(scope="session")
 def s0_onnx(app_bundles):
-    if os.environ.get("DEVBUNDLE"):
-        return Path(os.environ["DEVBUNDLE"])
     return app_bundles["s0"]
 
 
