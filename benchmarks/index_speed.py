@@ -208,7 +208,7 @@ def rerun_unchanged(n: int, bundle: Path) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def kill_resume(bundle: Path, kills: int = 10, photos: int = 60, seed: int = 0, log=print) -> dict:
+def kill_resume(bundle: Path, kills: int = 10, photos: int = 120, seed: int = 0, log=print) -> dict:
     """``kills`` SIGKILLs of `mc2export index` at random moments, then a rerun to the end: the library must equal
     an uninterrupted run's (every photo once, same rows, same embedding bytes). Small 640 x 480 photos."""
     import signal
@@ -238,10 +238,16 @@ def kill_resume(bundle: Path, kills: int = 10, photos: int = 60, seed: int = 0, 
         t0 = time.perf_counter()
         run_child(cmd(tmp / "ref"))
         full = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run_child(cmd(tmp / "ref"))  # nothing to do: the start-up alone
+        start = time.perf_counter() - t0
+        per_photo = max(full - start, 0.1) / photos
         progress = []
         for k in range(kills):
+            left = photos - (progress[-1] if progress else 0)
             p = subprocess.Popen(cmd(tmp / "lib"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.2, full))
+            # a moment inside the run: from start-up to the middle of what is left (the kills add up)
+            time.sleep(rng.uniform(0.5 * start, start + 0.5 * left * per_photo))
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
             p.wait()
