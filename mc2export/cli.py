@@ -222,6 +222,9 @@ _register_bench(app, command)
 from .train.commands import register as _register_train  # noqa: E402
 _register_train(app, command)
 
+from .library.commands import register as _register_library  # noqa: E402
+_register_library(app, command)
+
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point of the ``mc2export`` console script."""
