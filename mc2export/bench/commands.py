@@ -19,7 +19,7 @@ def register(app: typer.Typer, command) -> None:
     def bench(bundles: List[Path] = typer.Argument(..., help="Bundle folders written by `mc2export onnx|executorch|"
                                                    "coreml --out DIR`."),
               runtime: Optional[List[str]] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, "
-                                                          "coreml (macOS), openvino, torch, torch-unfolded; repeatable. "
+                                                          "coreml (macOS), openvino, litert, torch, torch-unfolded; repeatable. "
                                                           "Default: the bundle's own format's runtime."),
               threads: Optional[int] = ThreadsOpt,
               compute_units: Optional[str] = typer.Option(None, "--compute-units", help="Core ML: all, cpu-ne, "
@@ -145,7 +145,7 @@ def register(app: typer.Typer, command) -> None:
     def verify(bundle: Path = typer.Argument(..., help="Bundle folder written by `mc2export onnx|executorch|coreml|"
                                              "openvino --out DIR`."),
                runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, openvino, "
-                                                     "coreml (macOS): a runtime that runs the bundle's files. "
+                                                     "litert, coreml (macOS): a runtime that runs the bundle's files. "
                                                      "Default: the bundle's own format's runtime."),
                threads: Optional[int] = ThreadsOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (figures per tower and "

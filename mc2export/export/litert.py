@@ -135,14 +135,18 @@ def runner(folder: Path, tower: str, info: dict, threads: Optional[int] = 2, **_
 
 
 def read_metadata(path: Path) -> Dict[str, str]:
-    """The ``mc2export.*`` fields (and description, author, license) stored in the flatbuffer's metadata."""
-    from ai_edge_litert.tools import flatbuffer_utils
+    """The ``mc2export.*`` fields (and description, author, license) stored in the flatbuffer's metadata (read
+    through the flatbuffer accessors: no copy of the weights)."""
+    from ai_edge_litert import schema_py_generated as fb
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
-    for m in model.metadata or []:
-        name = m.name.decode() if isinstance(m.name, bytes) else m.name
-        if name == METADATA_NAME:
-            return json.loads(bytes(model.buffers[m.buffer].data).decode("utf-8"))
+    data = bytearray(Path(path).read_bytes())
+    model = fb.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        m = model.Metadata(i)
+        if (m.Name() or b"").decode() == METADATA_NAME:
+            buf = model.Buffers(m.Buffer())
+            raw = bytes(data[buf.Offset():buf.Offset() + buf.Size()]) if buf.Offset() else bytes(buf.DataAsNumpy())
+            return json.loads(raw.decode("utf-8"))
     return {}
 
 
@@ -329,6 +333,9 @@ def set_metadata(path: Path, metadata: Dict[str, str]) -> None:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    for b in model.buffers:  # data read from an offset is a bytearray slice, which Pack() copies byte by byte
+        if b.data is not None and not isinstance(b.data, np.ndarray):
+            b.data = np.frombuffer(bytes(b.data), dtype=np.uint8)
     model.metadata = [m for m in (model.metadata or [])
                       if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_NAME]
     buf = fb.BufferT()
