@@ -290,6 +290,9 @@ def quantize(float_path: Path, out_path: Path, precision: str, *, tower: str, wr
                                         "static int8 activations do not hold its tier)")
     else:  # int8-static image tower
         q.load_quantization_recipe(recipe.static_wi8_ai8())
+        for io_op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):  # float32 signature I/O
+            q.update_quantization_recipe(regex=".*", operation_name=io_op,
+                                         algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
         keep = keep_float_scopes(wrapper) if wrapper is not None else []
         for p in keep:
             q.update_quantization_recipe(regex=scope_regex(p), operation_name=ALL,
