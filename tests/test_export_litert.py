@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("litert_torch")
-pytest.importorskip("ai_edge_litert")
-pytest.importorskip("ai_edge_quantizer")
+import importlib.util  # noqa: E402
+
+if not all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")):
+    pytest.skip("the litert extra is not installed (pip install 'mc2export[litert]')", allow_module_level=True)
 
 import mc2export.export as E  # noqa: E402
 from golden import EXPORT_CASES, golden, index  # noqa: E402
