@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 from typing import Callable, List, Optional
 
 from ..errors import UserError
-from .android import REMOTE_ROOT, Adb, android_device, connect, push_if_changed, _subprocess_run, RunFn
+from .android import (REMOTE_ROOT, Adb, RunFn, _subprocess_run, android_device, connect, push_if_changed,
+                      push_runner)
 
 RUNNER_NAME = "benchmark_model"
 INVOCATIONS = 5  # quick / mlperf: samples (invocation means) after the probe
@@ -156,18 +156,8 @@ def bench_android_litert(bundle_path, *, mode, threads: Optional[int] = None, se
     log(f"  device: {dev['model']} ({dev['soc']}), {dev['os']}, serial {a.serial}")
     remote_dir = f"{REMOTE_ROOT}/{b.checksum[:12]}"
     a.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
-    runner_name = RUNNER_NAME
-    if runner:
-        rp = Path(runner).expanduser()
-        if not rp.is_file():
-            raise UserError(f"--runner '{rp}' not found: {RUNNER_HINT}")
-        runner_name = rp.name
-        a.push(rp, f"{remote_dir}/{runner_name}")
-        a.shell(f"chmod 755 {shlex.quote(remote_dir + '/' + runner_name)}", timeout=30)
-    else:
-        have = a.shell(f"ls {shlex.quote(remote_dir + '/' + RUNNER_NAME)} 2>/dev/null", timeout=30, check=False)
-        if RUNNER_NAME not in have or "No such file" in have:
-            raise UserError(f"no benchmark_model on the device: {RUNNER_HINT}")
+    runner_name = push_runner(a, remote_dir, runner, RUNNER_NAME, not_found=RUNNER_HINT,
+                              missing=f"no benchmark_model on the device: {RUNNER_HINT}")
     files = b.config.get("files") or {}
     tower_results = {}
     for t in towers:
