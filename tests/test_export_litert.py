@@ -32,6 +32,23 @@ TIERS = {"fp32": (0.99999, 1e-4), "fp16": (0.999, None), "int8": (0.99, None), "
 DEFAULT_TOWERS = {"s0": "image,text", "mcs0": "text"}
 
 
+def _conversion_cache(tmp_path_factory) -> Path:
+    """Where the float conversions are kept: content-addressed (weights, graph code, converter version), so shared by
+    every source state of the package, beside the bench fixtures' bundles; entries unused for 3 days are dropped."""
+    import tempfile
+    import time
+
+    env = os.environ.get("MC2EXPORT_BENCH_BUNDLES", "")
+    if env == "fresh":
+        return tmp_path_factory.mktemp("litert-conversions")
+    root = Path(env) / "litert-conversions" if env else Path(tempfile.gettempdir()) / "mc2export-litert-conversions"
+    if root.is_dir():
+        for p in root.glob("*.tflite"):
+            if time.time() - p.stat().st_mtime > 3 * 86400:
+                p.unlink(missing_ok=True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def bundles(checkpoints, tmp_path_factory):
     """``bundles[key, precision]`` or ``bundles[key, precision, towers]``: raw-output bundles (comparable with the
@@ -40,7 +57,7 @@ def bundles(checkpoints, tmp_path_factory):
 
     root = _bundle_root(tmp_path_factory) / f"litert-{_cache_key()}"
     old = os.environ.get(L.CACHE_ENV)
-    os.environ[L.CACHE_ENV] = str(root / "conversions")
+    os.environ[L.CACHE_ENV] = str(_conversion_cache(tmp_path_factory))
 
     class Lazy(dict):
         def __missing__(self, k):
@@ -230,6 +247,38 @@ def test_scope_regex_matches_litert_torch_tensor_names():
            for p in ("visual.trunk.head", "visual.trunk.final_conv", "visual.trunk.stages.3.downsample")}
     assert hit == {"visual.trunk.head": ["head"], "visual.trunk.final_conv": ["final"],
                    "visual.trunk.stages.3.downsample": ["stage"]}
+
+
+def test_conversion_cache(tmp_path, monkeypatch):
+    """MC2EXPORT_LITERT_CACHE: a second export of the same graph reuses the float conversion; the key tells apart
+    what changes the graph (weights, normalization, the input affine), and nothing is cached without the variable."""
+    import torch
+
+    from mc2export import cards
+    from mc2export.export.wrappers import build_wrappers, example_input
+    from mc2export.model import CLIPModel
+    from test_train_support import tiny_card
+
+    cards.register_card(tiny_card("litert-cache-mci", arch="mci", res=64))
+    torch.manual_seed(0)
+    model = CLIPModel("litert-cache-mci").eval()
+    calls = []
+    monkeypatch.setattr(L, "convert", lambda tower, w, ex, path: (calls.append(tower), Path(path).write_bytes(b"tfl")))
+    monkeypatch.setenv(L.CACHE_ENV, str(tmp_path / "cache"))
+    w = build_wrappers(model, ["image"], True)["image"]
+    x = example_input("image", model.card, 1)
+    assert L.convert_cached("image", w, x, tmp_path / "a.tflite") is False
+    assert L.convert_cached("image", w, x, tmp_path / "b.tflite") is True and calls == ["image"]
+    assert (tmp_path / "b.tflite").read_bytes() == b"tfl"
+    keys = {L.cache_key("image", w, x), L.cache_key("image", build_wrappers(model, ["image"], False)["image"], x),
+            L.cache_key("image", build_wrappers(model, ["image"], True, image_affine=([1, 1, 1], [0, 0, 0]))["image"],
+                        x)}
+    with torch.no_grad():
+        model.visual.trunk.head.fc.weight.mul_(2)
+    keys.add(L.cache_key("image", w, x))
+    assert len(keys) == 4
+    monkeypatch.delenv(L.CACHE_ENV)
+    assert L.convert_cached("image", w, x, tmp_path / "c.tflite") is False and calls == ["image", "image"]
 
 
 @pytest.mark.slow

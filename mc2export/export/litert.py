@@ -91,8 +91,9 @@ def interpreter(path, threads: Optional[int] = 2):
     """The ``.tflite`` in LiteRT's interpreter with its default XNNPACK delegate (CPU), ``threads`` threads."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
-    it.allocate_tensors()
+    with _native_stderr_captured():
+        it = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+        it.allocate_tensors()
     return it
 
 
@@ -182,6 +183,33 @@ def _signature_module(tower: str, wrapper):
 
 
 @contextlib.contextmanager
+def _native_stderr_captured():
+    """The C++ converter and runtime log to file descriptor 2 (``I0000 ... flatbuffer_export.cc``, ``INFO: Created
+    TensorFlow Lite XNNPACK delegate``): captured, and written out only when the block fails."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (an embedding host): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not ok:
+                tmp.seek(0)
+                sys.stderr.write(tmp.read()[-4000:].decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
 def _quiet():
     """litert-torch draws progress lines on stdout and stderr (where our summary table and progress go)."""
     import logging
@@ -191,7 +219,8 @@ def _quiet():
     for n in names:
         logging.getLogger(n).setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with _native_stderr_captured(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             yield
     finally:
         for n, lvl in saved.items():
@@ -217,13 +246,23 @@ def cache_key(tower: str, wrapper, example) -> str:
     from . import wrappers as W
 
     h = hashlib.sha256(f"{tower}|{list(example.shape)}|{example.dtype}|".encode())
-    for name, v in sorted(wrapper.state_dict(keep_vars=False).items()):
+    for path, m in sorted(wrapper.named_modules()):  # graph switches: normalize, has_scale, flat_stream, ...
+        flags = {k: v for k, v in vars(m).items() if isinstance(v, (bool, int, float, str)) and not k.startswith("_")}
+        h.update(f"{path}|{type(m).__qualname__}|{sorted(flags.items())}".encode())
+    tensors = dict(wrapper.named_parameters())
+    tensors.update(dict(wrapper.named_buffers()))  # non-persistent ones too (the input affine)
+    for name, v in sorted(tensors.items()):
         t = v.detach().contiguous()
         h.update(name.encode() + str(t.dtype).encode() + str(list(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    import inspect
+
     pkg = Path(W.__file__).resolve().parents[1]
-    for p in sorted(list(pkg.glob("*.py")) + [Path(W.__file__), Path(__file__)]):
+    for p in sorted(list(pkg.glob("*.py")) + [Path(W.__file__)]):  # the model code and the wrappers
         h.update(p.name.encode() + p.read_bytes())
+    for fn in (convert, _signature_module):  # of this module, only what shapes the converted graph
+        h.update(inspect.getsource(fn).encode())
+    h.update(json.dumps([INPUT_NAME, OUTPUT_NAME]).encode())
     h.update(json.dumps(versions(), sort_keys=True).encode())
     return h.hexdigest()[:32]
 
@@ -240,6 +279,7 @@ def convert_cached(tower: str, wrapper, example, path: Path, log: Callable[[str]
     cached = Path(root) / f"{tower}-{cache_key(tower, wrapper, example)}.tflite"
     if cached.is_file():
         shutil.copyfile(cached, path)
+        os.utime(cached)  # last use: what a cache pruner goes by
         log(f"  float conversion reused from {CACHE_ENV} ({cached.name})")
         return True
     convert(tower, wrapper, example, path)
