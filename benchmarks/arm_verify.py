@@ -1,9 +1,10 @@
-"""ARM evidence from an x86 host: ``mc2export verify`` on the six S0 bundles under emulated arm64 CPUs.
+"""ARM evidence from an x86 host: ``mc2export verify`` on the S0 bundles under emulated arm64 CPUs.
 
 Builds a Debian bookworm arm64 root under user-mode emulation (``qemu-user-static`` through binfmt_misc,
 ``debootstrap``), installs the aarch64 wheels of torch / onnxruntime / executorch (fetched on the host with
 ``pip download --platform manylinux_2_28_aarch64 --only-binary=:all:``, installed offline in the root) and
-this checkout of mc2export, exports the S0 bundles ONNX and ExecuTorch x fp32/fp16/int8 on the host (from the
+this checkout of mc2export, exports the S0 bundles ONNX and ExecuTorch x fp32/fp16/int8 and LiteRT x fp32/int8
+(``--formats`` selects; LiteRT runs in PyPI's aarch64 wheel of ``ai-edge-litert``, its own environment step) on the host (from the
 fidelity kit's S0 checkpoint, so the vectors carry real-weight statistics), then runs ``mc2export verify`` on
 each of them inside the root under every ``--cpus`` entry: ``max`` (SVE/SVE2, i8mm, bf16, fp16 arithmetic)
 and ``cortex-a76`` (a phone-class core: native fp16 arithmetic and dot-product, no SVE / i8mm).
@@ -54,6 +55,7 @@ MIRROR = "http://deb.debian.org/debian"
 PY = "3.11"  # bookworm's python3
 WHEELS = ["torch==2.13.0", "onnxruntime==1.32.0", "setuptools>=68", "wheel"]
 EXECUTORCH = "executorch==1.4.1"
+LITERT = "ai-edge-litert==2.3.0"  # the interpreter only (verify needs no converter): aarch64 manylinux wheel
 # executorch requires packages that have no wheel here: coremltools (no Linux aarch64 wheel; only exporting to
 # ExecuTorch's Core ML backend uses it) and hydra-core / omegaconf (they need antlr4-python3-runtime, an sdist;
 # the LLM export configs use them). The runtime needs neither: executorch goes in with --no-deps, beside the
@@ -61,8 +63,18 @@ EXECUTORCH = "executorch==1.4.1"
 NO_ARM_WHEEL = {"coremltools", "hydra-core", "omegaconf"}
 # pip (23.x) does not widen an explicit --platform to older glibc tags: list every one a wheel may carry
 PLATFORMS = [f"manylinux_2_{v}_aarch64" for v in range(28, 16, -1)] + ["manylinux2014_aarch64", "linux_aarch64"]
-ENV_STEPS = ("debootstrap", "second-stage", "wheels", "install", "mc2export")
-BUNDLES = [(fmt, prec) for fmt in ("onnx", "executorch") for prec in ("fp32", "fp16", "int8")]
+ENV_STEPS = ("debootstrap", "second-stage", "wheels", "install", "litert", "mc2export")
+PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "executorch": ("fp32", "fp16", "int8"), "litert": ("fp32", "int8")}
+BUNDLES = [(fmt, prec) for fmt, precs in PRECISIONS.items() for prec in precs]
+
+
+def select_bundles(formats) -> list:
+    """The (format, precision) pairs of ``formats`` (``--formats``: names of :data:`PRECISIONS`), in that order."""
+    formats = [f for f in dict.fromkeys(formats) if f]
+    bad = [f for f in formats if f not in PRECISIONS]
+    if bad or not formats:
+        raise SystemExit(f"arm_verify: --formats takes {', '.join(PRECISIONS)}, got {', '.join(bad) or 'nothing'}")
+    return [(fmt, prec) for fmt in formats for prec in PRECISIONS[fmt]]
 # what runs inside the root: a clean environment (the host's PIP_* / LD_* must not leak in)
 CHROOT_ENV = {"PATH": "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
               "HOME": "/root", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1",
@@ -261,6 +273,10 @@ def build_env(root: Path, steps: Steps) -> None:
                 in_root(root, ["pip", "install", "--quiet", *local, *WHEELS, *mc2export_deps(),
                                *executorch_requirements(wheels)])
                 in_root(root, ["pip", "install", "--quiet", *local, "--no-deps", EXECUTORCH])
+        if not steps.done("litert"):  # a step of its own: roots built before LiteRT bundles gain it
+            with steps.step("litert"):
+                download(wheels, [LITERT])
+                in_root(root, ["pip", "install", "--quiet", "--no-index", "--find-links", "/opt/wheels", LITERT])
         stamp = source_stamp()
         if not steps.done("mc2export") or steps.data["mc2export"].get("source") != stamp:
             with steps.step("mc2export", source=stamp):
@@ -322,12 +338,12 @@ def bundle_name(fmt: str, precision: str) -> str:
     return f"mobileclip2-s0-{fmt}-{precision}"
 
 
-def export_bundles(root: Path, steps: Steps) -> Path:
-    """The six S0 bundles, exported on the host from the fidelity kit's S0 weights into ROOT/opt/bundles
+def export_bundles(root: Path, steps: Steps, bundles=BUNDLES) -> Path:
+    """The S0 bundles, exported on the host from the fidelity kit's S0 weights into ROOT/opt/bundles
     (reused while the sources are unchanged)."""
     out = root / "opt" / "bundles"
     stamp = source_stamp()
-    names = [bundle_name(f, p) for f, p in BUNDLES]
+    names = [bundle_name(f, p) for f, p in bundles]
     record = Steps(out, set())  # kept beside the bundles (the environment's steps are the root's)
     record.file = out / "bundles.json"
     record.data = json.loads(record.file.read_text()) if record.file.exists() else {}
@@ -346,9 +362,11 @@ def export_bundles(root: Path, steps: Steps) -> Path:
     ckpt = kit_checkpoint("mobileclip2-s0", out)
     weights = ["--checkpoint", str(ckpt)] if ckpt else ["--random-weights"]
     each = {}
+    # LiteRT's fp32 and int8 share one float conversion (the slow step)
+    os.environ.setdefault("MC2EXPORT_LITERT_CACHE", str(root / "opt" / "litert-conversions"))
     with record.step("bundles", source=stamp, seconds_each=each,
                     weights="fidelity kit MobileCLIP2-S0 (seed 0)" if ckpt else "random"):
-        for fmt, prec in BUNDLES:
+        for fmt, prec in bundles:
             t0 = time.monotonic()
             run([sys.executable, "-m", "mc2export.cli", fmt, "--variant", "s0", "--precision", prec, *weights,
                  "--out", out / bundle_name(fmt, prec), "--force", "-q"], stdout=subprocess.DEVNULL)
@@ -384,8 +402,9 @@ def verify_on_host(bundles: Path, name: str) -> dict:
     return {"exit_code": proc.returncode, "report": report}
 
 
-def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool, qemu: Optional[Path]) -> dict:
-    bundles = export_bundles(root, steps)
+def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool, qemu: Optional[Path],
+               selected=BUNDLES) -> dict:
+    bundles = export_bundles(root, steps, selected)
     stamp = source_stamp()
     emulator = qemu_version(str(qemu) if qemu else "qemu-aarch64-static")
     results = root / "opt" / "results" / stamp / re.sub(r"[^0-9A-Za-z.]+", "-", emulator.split("(")[0].strip())
@@ -394,7 +413,7 @@ def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool, qemu: 
     runs = {}
     with mounted(root):
         for cpu in cpus:
-            for fmt, prec in BUNDLES:
+            for fmt, prec in selected:
                 name = bundle_name(fmt, prec)
                 done = results / cpu / f"{name}.run.json"  # resumable: a finished run is kept
                 if done.is_file():
@@ -406,16 +425,17 @@ def run_checks(root: Path, steps: Steps, cpus, threads: int, fresh: bool, qemu: 
                 if r["exit_code"] in (0, 3, 4):  # a crash (a signal) is not kept: the next run retries it
                     done.write_text(json.dumps(r))
                 runs[cpu, name] = r
-    host = {name: verify_on_host(bundles, name) for name in (bundle_name(f, p) for f, p in BUNDLES)}
+    host = {name: verify_on_host(bundles, name) for name in (bundle_name(f, p) for f, p in selected)}
     return {"runs": runs, "host": host, "source": stamp, "qemu": emulator,
             "started_by": "binfmt_misc" if qemu is None else "the emulator run directly inside the chroot"}
 
 
-def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int, stem: str = "arm_verify") -> None:
+def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int, stem: str = "arm_verify",
+                  selected=BUNDLES) -> None:
     qemu = checks["qemu"]
     rows, doc_runs = [], []
     for cpu in cpus:
-        for fmt, prec in BUNDLES:
+        for fmt, prec in selected:
             name = bundle_name(fmt, prec)
             r = checks["runs"][cpu, name]
             rep = r["report"]
@@ -449,7 +469,7 @@ def write_results(out_dir: Path, cpus, checks: dict, steps: Steps, threads: int,
     lines = ["# ARM check: `mc2export verify` on MobileCLIP2-S0 bundles under emulated arm64 CPUs", "",
              f"`benchmarks/arm_verify.py`, {doc['created']}: Debian {SUITE} arm64 root under {qemu} "
              f"(user mode, {checks.get('started_by', 'binfmt_misc')}), aarch64 wheels of torch / onnxruntime / "
-             f"executorch from PyPI; bundles exported on the x86 host ({doc['host']['cpu']}) from the fidelity kit's "
+             f"executorch / ai-edge-litert from PyPI; bundles exported on the x86 host ({doc['host']['cpu']}) from the fidelity kit's "
              f"S0 weights; {threads} threads; package sources {doc['source']} (commit {doc['commit']}). "
              "`cosine min (x86)`: `mc2export verify` of the same bundle on the host.",
              "", "CPU features the emulated CPUs expose (numpy's runtime detection, from the auxiliary vector; numpy "
@@ -491,6 +511,8 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=Path("/work/arm64"), help="the arm64 root (outside the repo)")
     ap.add_argument("--steps", default="env,bundles,verify", help="env, bundles, verify (comma separated)")
     ap.add_argument("--redo", default="", help=f"environment steps to redo: {', '.join(ENV_STEPS)}")
+    ap.add_argument("--formats", default=",".join(PRECISIONS), help="bundle formats to check: "
+                    + ", ".join(f"{k} ({'/'.join(v)})" for k, v in PRECISIONS.items()))
     ap.add_argument("--cpus", default="max,cortex-a76", help="QEMU_CPU values (qemu-aarch64-static -cpu help)")
     ap.add_argument("--threads", type=int, default=2, help="threads of the runtimes inside the root")
     ap.add_argument("--fresh", action="store_true", help="rerun every verification (default: keep finished ones)")
@@ -503,6 +525,7 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         sys.exit("arm_verify: needs root (debootstrap, chroot, mount)")
     todo = set(args.steps.split(","))
+    selected = select_bundles(args.formats.split(","))
     root = args.root.resolve()
     steps = Steps(root, set(filter(None, args.redo.split(","))))
     cpus = [c for c in args.cpus.split(";" if ";" in args.cpus else ",") if c]  # ';' when a CPU has properties
@@ -510,15 +533,15 @@ def main(argv=None) -> int:
         build_env(root, steps)
     if "verify" in todo or "bundles" in todo:
         if "verify" not in todo:
-            export_bundles(root, steps)
+            export_bundles(root, steps, selected)
             return 0
         qemu = resolve_qemu(root, args.qemu)
         offered = qemu_cpus(str(qemu) if qemu else "qemu-aarch64-static")
         bad = [c for c in cpus if c.split(",")[0] not in offered]
         if bad:
             sys.exit(f"arm_verify: this qemu offers no CPU {', '.join(bad)}: choose from {', '.join(offered)}")
-        checks = run_checks(root, steps, cpus, args.threads, args.fresh, qemu)
-        write_results(args.results, cpus, checks, steps, args.threads, args.name)
+        checks = run_checks(root, steps, cpus, args.threads, args.fresh, qemu, selected)
+        write_results(args.results, cpus, checks, steps, args.threads, args.name, selected)
         return 0 if all(r["exit_code"] == 0 for r in checks["runs"].values()) else 3
     return 0
 

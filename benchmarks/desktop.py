@@ -4,7 +4,9 @@ at ``--threads`` threads, batch 1, side by side in one run with our ONNX Runtime
 Candidates (bundles exported through the CLI with the fidelity kit's seed-0 weights, so that each export's own
 validation -- its precision's tolerance -- decides whether it counts; an export that fails validation is
 recorded and left out): ONNX Runtime fp32 (the baseline) and int8 (dynamic), OpenVINO fp32, bf16 (on CPUs with
-bf16), int8 (NNCF) and auto (per tower the export's own pick, which also tries int8 with its float rest at bf16). Each tower of each bundle is loaded with the harness's own loaders
+bf16), int8 (NNCF) and auto (per tower the export's own pick, which also tries int8 with its float rest at bf16),
+LiteRT fp32 and int8 (dynamic range; ai-edge-litert's interpreter, XNNPACK). Each tower of each bundle is loaded
+with the harness's own loaders
 (``mc2export.bench.runtimes.load``: the bundle's runtime properties, ``--threads``), and all candidates of a
 tower are timed in the same interleaved rounds (``benchmarks/paired.py``): medians, and per-round ratios
 against ORT fp32. Per tower the fastest validated candidate wins; the variant's desktop figure is the sum of
@@ -37,6 +39,8 @@ CANDIDATES = {  # name -> (format, precision, runtime)
     "ov-bf16": ("openvino", "bf16", "openvino"),
     "ov-int8": ("openvino", "int8", "openvino"),
     "ov-auto": ("openvino", "auto", "openvino"),  # per tower, chosen at export: also int8 with a bf16 float rest
+    "litert-fp32": ("litert", "fp32", "litert"),  # x86 is not LiteRT's home: recorded for reference beside ORT
+    "litert-int8": ("litert", "int8", "litert"),  # dynamic range (XNNPACK qd8)
 }
 BASELINE = "ort-fp32"
 

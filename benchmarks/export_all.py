@@ -13,6 +13,7 @@ the variant (validation figures are then meaningful), else ``--random-weights``.
     python benchmarks/export_all.py --variants s0 mobileclip-s0
     python benchmarks/export_all.py --variants s0 s2 b --formats openvino   # fp32, bf16, int8, auto
     python benchmarks/export_all.py --variants s4 --formats onnx --precisions fp32
+    python benchmarks/export_all.py --variants s0 s2 b mobileclip-s0 --formats litert --out benchmarks/results/export_all_litert
     python benchmarks/export_all.py                          # everything (hours on 2 cores)
     python benchmarks/export_all.py --precisions fp32 --keep-precisions fp32 \
         --scratch ~/.cache/mc2export/bench-bundles            # fp32 bundles bench_all.py then measures
@@ -34,7 +35,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE = Path(os.environ.get("MC2EXPORT_REFERENCE", ROOT.parent / "shared" / "reference"))
 # the precisions besides fp32 each format's sweep exports by default (OpenVINO: bf16 is a runtime precision,
 # auto picks per tower on this CPU: both are part of its sweep)
-COMPRESSED = {"onnx": ("int8",), "coreml": ("pal6",), "executorch": ("int8",), "openvino": ("bf16", "int8", "auto")}
+COMPRESSED = {"onnx": ("int8",), "coreml": ("pal6",), "executorch": ("int8",), "openvino": ("bf16", "int8", "auto"),
+              "litert": ("int8",)}
 # variant -> fidelity-kit model holding its weights in an official layout
 KIT = {"mobileclip2-s0": "open_clip/MobileCLIP2-S0", "mobileclip2-s2": "open_clip/MobileCLIP2-S2",
        "mobileclip2-b": "open_clip/MobileCLIP2-B", "mobileclip2-s3": "open_clip/MobileCLIP2-S3",
@@ -150,10 +152,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=mc2export.list_variants())
-    ap.add_argument("--formats", nargs="+", default=["onnx", "coreml", "executorch", "openvino"])
+    ap.add_argument("--formats", nargs="+", default=["onnx", "coreml", "executorch", "openvino", "litert"])
     ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32 + the format's compressed mode "
                                                                   "(onnx int8, coreml pal6, executorch int8; "
-                                                                  "openvino bf16, int8 and auto)")
+                                                                  "openvino bf16, int8 and auto; litert int8)")
     ap.add_argument("--compressed", action="store_true", help="only the compressed mode of each format")
     ap.add_argument("--random-weights", action="store_true", help="never use the fidelity kit's weights")
     ap.add_argument("--redo", action="store_true", help="re-run entries already in the results")
@@ -171,6 +173,8 @@ def main() -> None:
 
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     args.scratch.mkdir(parents=True, exist_ok=True)
+    # LiteRT: fp32 and int8 of a variant share one float conversion (the slow step), in the scratch folder
+    os.environ.setdefault("MC2EXPORT_LITERT_CACHE", str(args.scratch / "litert-conversions"))
     for variant in [mc2export.resolve_variant(v) for v in args.variants]:
         ckpt_dir = Path(tempfile.mkdtemp(dir=args.scratch, prefix="ckpt-"))
         ckpt = None if args.random_weights else kit_checkpoint(variant, ckpt_dir)

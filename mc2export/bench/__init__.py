@@ -1,7 +1,7 @@
 """Benchmark harness: exported bundles on every runtime and device, against the paper's latency targets.
 
 * :mod:`.stats`     -- the protocols (quick / modelbench / mlperf) and statistics (pure Python).
-* :mod:`.runtimes`  -- onnxruntime, executorch, coreml (macOS), openvino, torch, torch-unfolded on this machine.
+* :mod:`.runtimes`  -- onnxruntime, executorch, coreml (macOS), openvino, litert, torch, torch-unfolded on this machine.
 * :mod:`.worker`    -- one tower measured in a fresh process (cold / warm load, peak RSS).
 * :mod:`.harness`   -- ``bench_bundle`` -> one result; tables, JSON, CSV.
 * :mod:`.android`   -- adb + ExecuTorch's executor_runner (or the sample app) on Android phones.

@@ -292,6 +292,23 @@ def push_if_changed(a: Adb, local: Path, remote: str, sha256: Optional[str]) -> 
     return True
 
 
+def push_runner(a: Adb, remote_dir: str, runner: Optional[str], default_name: str, not_found: str,
+                missing: str) -> str:
+    """The benchmark binary's name in ``remote_dir``: ``runner`` (a local file) pushed and made executable, or
+    ``default_name`` already there from an earlier run; a one-line error naming the fix otherwise."""
+    if runner:
+        rp = Path(runner).expanduser()
+        if not rp.is_file():
+            raise UserError(f"--runner '{rp}' not found: {not_found}")
+        a.push(rp, f"{remote_dir}/{rp.name}")
+        a.shell(f"chmod 755 {shlex.quote(remote_dir + '/' + rp.name)}", timeout=30)
+        return rp.name
+    have = a.shell(f"ls {shlex.quote(remote_dir + '/' + default_name)} 2>/dev/null", timeout=30, check=False)
+    if default_name not in have or "No such file" in have:
+        raise UserError(missing)
+    return default_name
+
+
 # ---------------------------------------------------------------------------------------------- protocol
 
 def _invoke(a: Adb, remote_dir: str, model: str, n: int, threads: Optional[int], runner: str,
@@ -437,20 +454,11 @@ def bench_android(bundle_path, *, mode, threads: Optional[int] = None, serial: O
     log(f"  device: {dev['model']} ({dev['soc']}), {dev['os']}, serial {a.serial}")
     remote_dir = f"{REMOTE_ROOT}/{b.checksum[:12]}"
     a.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
-    runner_name = RUNNER_NAME
-    if runner:
-        rp = Path(runner).expanduser()
-        if not rp.is_file():
-            raise UserError(f"--runner '{rp}' not found: pass an Android arm64 build of ExecuTorch's executor_runner "
-                            "(docs/bench.md shows the cmake line)")
-        runner_name = rp.name
-        a.push(rp, f"{remote_dir}/{runner_name}")
-        a.shell(f"chmod 755 {shlex.quote(remote_dir + '/' + runner_name)}", timeout=30)
-    else:
-        have = a.shell(f"ls {shlex.quote(remote_dir + '/' + RUNNER_NAME)} 2>/dev/null", timeout=30, check=False)
-        if RUNNER_NAME not in have or "No such file" in have:
-            raise UserError("no executor_runner on the device: pass --runner PATH to an Android arm64 build of "
-                            "ExecuTorch's executor_runner with XNNPACK (docs/bench.md: 'Android')")
+    runner_name = push_runner(a, remote_dir, runner, RUNNER_NAME,
+                              not_found="pass an Android arm64 build of ExecuTorch's executor_runner (docs/bench.md "
+                                        "shows the cmake line)",
+                              missing="no executor_runner on the device: pass --runner PATH to an Android arm64 build "
+                                      "of ExecuTorch's executor_runner with XNNPACK (docs/bench.md: 'Android')")
     from ..export import vectors as vectors_mod
     from ..export.validate import tolerance_for
 
@@ -542,5 +550,5 @@ def parse_app_result(text: str, source: str = "app") -> dict:
 
 __all__ = ["parse_adb_devices", "select_device", "parse_runner_output", "parse_getprop", "device_from_props",
            "runner_command", "push_command", "pull_command", "verify_android_tower", "shell_command", "app_start_command", "app_result_command", "app_bundle_dir", "Adb",
-           "connect", "android_device", "measure_android_tower", "bench_android", "bench_android_app",
+           "connect", "android_device", "push_runner", "measure_android_tower", "bench_android", "bench_android_app",
            "parse_app_result", "REMOTE_ROOT"]

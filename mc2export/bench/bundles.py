@@ -11,9 +11,10 @@ from ..errors import UserError
 BUNDLE_FORMAT = "mc2export-bundle"
 EXPORT_HINT = "re-export it with `mc2export onnx|executorch|coreml --variant V ... --out DIR`"
 # the runtime a bundle's format runs on by default, and the formats each runtime accepts (None: any)
-DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml", "openvino": "openvino"}
+DEFAULT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch", "coreml": "coreml", "openvino": "openvino",
+                   "litert": "litert"}
 RUNTIME_FORMATS = {"onnxruntime": ("onnx",), "executorch": ("executorch",), "coreml": ("coreml",),
-                   "openvino": ("openvino",), "torch": None, "torch-unfolded": None}
+                   "openvino": ("openvino",), "litert": ("litert",), "torch": None, "torch-unfolded": None}
 
 
 @dataclass

@@ -19,7 +19,7 @@ def register(app: typer.Typer, command) -> None:
     def bench(bundles: List[Path] = typer.Argument(..., help="Bundle folders written by `mc2export onnx|executorch|"
                                                    "coreml --out DIR`."),
               runtime: Optional[List[str]] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, "
-                                                          "coreml (macOS), openvino, torch, torch-unfolded; repeatable. "
+                                                          "coreml (macOS), openvino, litert, torch, torch-unfolded; repeatable. "
                                                           "Default: the bundle's own format's runtime."),
               threads: Optional[int] = ThreadsOpt,
               compute_units: Optional[str] = typer.Option(None, "--compute-units", help="Core ML: all, cpu-ne, "
@@ -38,7 +38,8 @@ def register(app: typer.Typer, command) -> None:
                                          "executor_runner, or --app), ios (xcrun devicectl + the sample app)."),
               serial: Optional[str] = typer.Option(None, help="Android: adb serial (when several are connected)."),
               runner: Optional[Path] = typer.Option(None, help="Android: local arm64 build of ExecuTorch's "
-                                                    "executor_runner to push."),
+                                                    "executor_runner (LiteRT bundles: LiteRT's benchmark_model) to "
+                                                    "push."),
               adb: str = typer.Option("adb", help="Android: the adb executable."),
               app: Optional[str] = typer.Option(None, help="Android package / iOS bundle id of the sample app: run its "
                                                 "benchmark mode instead of executor_runner."),
@@ -99,12 +100,13 @@ def register(app: typer.Typer, command) -> None:
         elif device == "android":
             from .android import bench_android, bench_android_app
 
-            if any(rt not in (None, "executorch") for rt in runtimes_) and not app:
-                raise UserError("--device android runs ExecuTorch bundles with executor_runner: drop --runtime or "
-                                "use --runtime executorch (other runtimes: the sample app, --app PACKAGE)")
+            loaded = [load_bundle(b, verify=verify) for b in bundles]
+            on_device = {"litert": "litert"}  # bundle format -> its runtime over adb (else ExecuTorch's runner)
+            if any(rt not in (None, "executorch", "litert") for rt in runtimes_) and not app:
+                raise UserError("--device android runs ExecuTorch bundles with executor_runner and LiteRT bundles with "
+                                "benchmark_model: drop --runtime (other runtimes: the sample app, --app PACKAGE)")
             from .android import connect
 
-            loaded = [load_bundle(b, verify=verify) for b in bundles]
             serial = connect(adb, serial).serial  # fail early: no adb, no device, several devices
             for b in loaded:
                 log(f"[mc2export] bench {b.path} on Android ({serial})")
@@ -115,6 +117,13 @@ def register(app: typer.Typer, command) -> None:
                     from .verify import OutputsDisagree
 
                     try:
+                        if on_device.get(b.format) == "litert":
+                            from .android_litert import bench_android_litert
+
+                            results.append(bench_android_litert(b, mode=m, threads=threads, serial=serial,
+                                                                runner=str(runner) if runner else None, adb=adb,
+                                                                towers=towers, verify=verify, log=log))
+                            continue
                         results.append(bench_android(b, mode=m, threads=threads, serial=serial,
                                                      runner=str(runner) if runner else None, adb=adb, towers=towers,
                                                      verify=verify, vectors=vectors, log=log))
@@ -148,7 +157,7 @@ def register(app: typer.Typer, command) -> None:
     def verify(bundle: Path = typer.Argument(..., help="Bundle folder written by `mc2export onnx|executorch|coreml|"
                                              "openvino --out DIR`."),
                runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, executorch, openvino, "
-                                                     "coreml (macOS): a runtime that runs the bundle's files. "
+                                                     "litert, coreml (macOS): a runtime that runs the bundle's files. "
                                                      "Default: the bundle's own format's runtime."),
                threads: Optional[int] = ThreadsOpt,
                json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report (figures per tower and "

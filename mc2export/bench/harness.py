@@ -164,7 +164,7 @@ def assemble(bundle: dict, *, runtime: str, runtime_versions: dict, threads: Opt
 
 def _main_dist(runtime: str) -> str:
     return {"onnxruntime": "onnxruntime", "executorch": "executorch", "coreml": "coremltools", "openvino": "openvino",
-            "torch": "torch", "torch-unfolded": "torch"}.get(runtime, runtime)
+            "litert": "ai-edge-litert", "torch": "torch", "torch-unfolded": "torch"}.get(runtime, runtime)
 
 
 def document(results: List[dict], command: Optional[str] = None) -> dict:

@@ -10,6 +10,9 @@
 ``openvino``       the bundle's IR in OpenVINO's CPU plugin, compiled with the bundle's properties (inference
                    precision hint, one stream, latency hint) and ``INFERENCE_NUM_THREADS`` = ``--threads``; a bf16
                    bundle runs in f32 on a CPU without bf16 (``runtime_info.fallback`` says so).
+``litert``         the bundle's ``.tflite`` in ai-edge-litert's interpreter (LiteRT's C++ runtime, the one an
+                   Android app links), its default XNNPACK delegate, ``num_threads`` = ``--threads``, run through
+                   the ``serving_default`` signature.
 ``torch``          the PyTorch model of the bundle's variant, folded, in the export wrapper (the graph that
                    was exported), eager, ``torch.set_num_threads(--threads)``, inference mode.
 ``torch-unfolded`` the same, train-time (unfolded) model: the baseline folding improves on.
@@ -31,16 +34,19 @@ from typing import Callable, Dict, Optional
 
 from ..errors import UserError
 
-RUNTIMES = ("onnxruntime", "executorch", "coreml", "openvino", "torch", "torch-unfolded")
+RUNTIMES = ("onnxruntime", "executorch", "coreml", "openvino", "litert", "torch", "torch-unfolded")
 COMPUTE_UNITS = {"all": "ALL", "cpu-ne": "CPU_AND_NE", "cpu-gpu": "CPU_AND_GPU", "cpu": "CPU_ONLY"}
 _MODULES = {"onnxruntime": ("onnxruntime",), "executorch": ("executorch",), "coreml": ("coremltools",),
-            "openvino": ("openvino",), "torch": ("torch",), "torch-unfolded": ("torch",)}
+            "openvino": ("openvino",), "litert": ("ai_edge_litert",), "torch": ("torch",),
+            "torch-unfolded": ("torch",)}
 _DISTS = {"onnxruntime": ("onnxruntime",), "executorch": ("executorch", "torch"),
-          "coreml": ("coremltools",), "openvino": ("openvino",), "torch": ("torch",), "torch-unfolded": ("torch",)}
+          "coreml": ("coremltools",), "openvino": ("openvino",), "litert": ("ai-edge-litert",), "torch": ("torch",),
+          "torch-unfolded": ("torch",)}
 INSTALL = {"onnxruntime": "pip install onnxruntime  (or: pip install 'mc2export[export]')",
            "executorch": "pip install executorch==1.4.1  (or: pip install 'mc2export[export]')",
            "coreml": "pip install coremltools==9.0  (or: pip install 'mc2export[export]')",
            "openvino": "pip install openvino  (or: pip install 'mc2export[openvino]')",
+           "litert": "pip install ai-edge-litert  (or: pip install 'mc2export[litert]')",
            "torch": "pip install torch", "torch-unfolded": "pip install torch"}
 
 
@@ -122,6 +128,8 @@ def load(runtime: str, bundle, tower: str, threads: int, compute_units: Optional
         return _load_coreml(bundle, tower, compute_units or "all")
     if runtime == "openvino":
         return _load_openvino(bundle, tower, threads)
+    if runtime == "litert":
+        return _load_litert(bundle, tower, threads)
     if runtime in ("torch", "torch-unfolded"):
         return _load_torch(bundle, tower, threads, folded=runtime == "torch", checkpoint=checkpoint)
     raise UserError(f"unknown --runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
@@ -196,6 +204,26 @@ def _load_openvino(bundle, tower: str, threads: int) -> Loaded:
     return Loaded(call, {**info, "bundle_precision": entry.get("precision"),
                          "input": {"dtype": str(x.dtype), "shape": list(x.shape)}}, keep=(compiled, req, x),
                   run=run_on, io=_io("openvino", compiled))
+
+
+def _load_litert(bundle, tower: str, threads: int) -> Loaded:
+    from ..export import litert as L
+
+    it = L.interpreter(bundle.model_file(tower), threads)
+    run_on = L.signature_runner(it, tower)
+    runner = it.get_signature_runner(L.SIGNATURE)
+    feed = {L.INPUT_NAME[tower]: example_input(tower, bundle.config)}
+
+    def call():
+        return runner(**feed)
+
+    entry = bundle.model_entry(tower)
+    return Loaded(call, {"delegate": "XNNPACK (the interpreter's default)", "threads": int(threads),
+                         "signature": L.SIGNATURE, "bundle_precision": bundle.precision,
+                         "quantization": (entry.get("quantization") or {}).get("method"),
+                         "input": {"name": L.INPUT_NAME[tower], "dtype": str(feed[L.INPUT_NAME[tower]].dtype),
+                                   "shape": list(feed[L.INPUT_NAME[tower]].shape)}},
+                  keep=(it, runner), run=run_on)
 
 
 def _portable_lib():

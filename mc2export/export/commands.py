@@ -1,4 +1,4 @@
-"""``mc2export onnx | coreml | executorch | openvino``: the export commands (registered by :mod:`mc2export.cli`).
+"""``mc2export onnx | coreml | executorch | openvino | litert``: the export commands (registered by :mod:`mc2export.cli`).
 
 Progress goes to stderr, the closing summary table to stdout. Exit codes: 0 done; 2 bad input
 (``UserError``, one line, nothing written); 3 the exported model failed validation (the figures and
@@ -21,6 +21,8 @@ _HELP = {
     "executorch": "Export to ExecuTorch (.pte, XNNPACK or Core ML delegate), validated in ExecuTorch's runtime.",
     "openvino": "Export to OpenVINO IR (.xml/.bin) for desktop/server CPUs, validated in OpenVINO with the bundle's "
                 "runtime properties.",
+    "litert": "Export to LiteRT / TensorFlow Lite (.tflite, Android's runtime), validated in ai-edge-litert's "
+              "interpreter (XNNPACK).",
 }
 _PRECISION_HELP = {
     "onnx": "fp32, fp16 (fp16 weights+compute, fp32 I/O) or int8 (onnxruntime dynamic quantization)",
@@ -31,6 +33,9 @@ _PRECISION_HELP = {
                   "activations calibrated: fastest on phones, may miss the 0.99 floor)",
     "openvino": "fp32, bf16 (OpenVINO's bf16 inference precision; f32 on CPUs without bf16), int8 (NNCF post-training "
                 "quantization) or auto (per tower the fastest of these that holds its tolerance on this CPU)",
+    "litert": "fp32, fp16 (fp16 weights: the GPU accelerator's precision), int8 (ai-edge-quantizer dynamic range: "
+              "int8 weights, activations quantized at run time) or int8-static (full-integer image tower calibrated "
+              "on --calibration or the probe set; the text tower dynamic range)",
 }
 
 
@@ -58,10 +63,11 @@ def _make(fmt: str, command):
         delegate: Optional[str] = typer.Option(None, "--delegate", hidden=fmt != "executorch",
                                                help="ExecuTorch backend: xnnpack (default; CPU, Android and iOS) or "
                                                     "coreml (Core ML inside the .pte; iOS/macOS, fp32/fp16)."),
-        calibration: Optional[Path] = typer.Option(None, "--calibration", hidden=fmt != "openvino",
-                                                   help="int8 / auto: a folder of images (and captions.txt, one "
-                                                        "caption a line, for text) to calibrate NNCF's quantization "
-                                                        "on (default: the built-in probe set)."),
+        calibration: Optional[Path] = typer.Option(None, "--calibration", hidden=fmt not in ("openvino", "litert"),
+                                                   help="openvino int8 / auto, litert int8-static: a folder of "
+                                                        "images (and captions.txt, one caption a line, for text) to "
+                                                        "calibrate the quantization on (default: the built-in probe "
+                                                        "set)."),
     ) -> None:
         from .. import signals
         from . import export_bundle, summary_table
@@ -88,5 +94,5 @@ def _make(fmt: str, command):
 
 def register(app, command) -> None:
     """Add the export commands to ``app`` using cli.py's ``command`` decorator (UserError -> exit 2)."""
-    for fmt in ("onnx", "coreml", "executorch", "openvino"):
+    for fmt in ("onnx", "coreml", "executorch", "openvino", "litert"):
         _make(fmt, command)

@@ -13,10 +13,10 @@ from typing import Callable, Dict, Optional, Sequence
 
 from ..errors import UserError
 
-FORMATS = ("onnx", "coreml", "executorch", "openvino")
+FORMATS = ("onnx", "coreml", "executorch", "openvino", "litert")
 TOWERS = ("image", "text")
 # Core ML defaults to fp16, the Neural Engine's precision: an fp32 ML program runs on the CPU/GPU only
-DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "executorch": "fp32", "openvino": "fp32"}
+DEFAULT_PRECISION = {"onnx": "fp32", "coreml": "fp16", "executorch": "fp32", "openvino": "fp32", "litert": "fp32"}
 PIP_HINT = "pip install 'mc2export[export]'"
 
 
@@ -208,8 +208,10 @@ def export_bundle(fmt: str, variant: str, *, out=None, checkpoint=None, pretrain
         format_module(fmt).check_delegate(delegate, precision)
     elif delegate not in (None, ""):
         raise UserError(f"--delegate is an ExecuTorch option (xnnpack or coreml), not one of {fmt}")
-    if calibration is not None and not (fmt == "openvino" and precision in ("int8", "auto")):
-        raise UserError("--calibration is for `mc2export openvino --precision int8|auto` (NNCF's calibration set)")
+    if calibration is not None and not ((fmt == "openvino" and precision in ("int8", "auto"))
+                                        or (fmt == "litert" and precision == "int8-static")):
+        raise UserError("--calibration is for `mc2export openvino --precision int8|auto` (NNCF's calibration set) "
+                        "and `mc2export litert --precision int8-static`")
     if calibration is not None and not Path(calibration).is_dir():
         raise UserError(f"--calibration '{calibration}' is not a folder: pass a folder of images (and captions.txt)")
     if calibration is not None:
@@ -390,7 +392,8 @@ def _config(card, fmt, precision, batch, normalize, weights, logit_scale, export
                          **{k: v for k, v in info.items() if k in ("opset", "exporter", "external_data", "int8",
                                                                     "fp16", "compression", "deployment_target",
                                                                     "delegate", "compute_precision", "quantization",
-                                                                    "compute_units", "openvino", "auto")}}
+                                                                    "compute_units", "openvino", "auto", "litert",
+                                                                    "signature")}}
     return {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "created": now_iso(),
         "runtime": fmt, "variant": card["id"], "name": card["name"], "family": card["family"],

@@ -6,11 +6,18 @@ plugins {
     id("org.jetbrains.kotlin.plugin.compose")
 }
 
-// -Pmc2.runtime=executorch (default) | onnx: which runtime (and which bundle format) the app is built for.
+// -Pmc2.runtime=executorch (default) | onnx | litert: which runtime (and which bundle format) the app is built for.
 val mc2Runtime = (project.findProperty("mc2.runtime") as String? ?: "executorch").trim()
-require(mc2Runtime == "executorch" || mc2Runtime == "onnx") {
-    "mc2.runtime must be executorch or onnx, got '$mc2Runtime'"
+require(mc2Runtime in listOf("executorch", "onnx", "litert")) {
+    "mc2.runtime must be executorch, onnx or litert, got '$mc2Runtime'"
 }
+// LiteRT only: -Pmc2.litert.accelerator=cpu (default, XNNPACK) | gpu (LiteRT's GPU accelerator, fp16 compute)
+val litertAccelerator = (project.findProperty("mc2.litert.accelerator") as String? ?: "cpu").trim()
+require(litertAccelerator == "cpu" || litertAccelerator == "gpu") {
+    "mc2.litert.accelerator must be cpu or gpu, got '$litertAccelerator'"
+}
+val runtimeVersion = project.property(mapOf("executorch" to "executorch.version", "onnx" to "onnxruntime.version",
+    "litert" to "litert.version").getValue(mc2Runtime)) as String
 
 android {
     namespace = "com.mc2export.demo"
@@ -23,8 +30,8 @@ android {
         versionCode = 1
         versionName = "0.1.0"
         buildConfigField("String", "MC2_RUNTIME", "\"$mc2Runtime\"")
-        buildConfigField("String", "RUNTIME_VERSION",
-            "\"" + (if (mc2Runtime == "executorch") project.property("executorch.version") else project.property("onnxruntime.version")) + "\"")
+        buildConfigField("String", "RUNTIME_VERSION", "\"$runtimeVersion\"")
+        buildConfigField("String", "LITERT_ACCELERATOR", "\"$litertAccelerator\"")
         ndk { abiFilters += listOf("arm64-v8a", "x86_64") }
     }
 
@@ -46,7 +53,7 @@ android {
         targetCompatibility = JavaVersion.VERSION_17
     }
     // Bundles can be packaged as assets (app/src/main/assets/bundle/): keep the model files uncompressed.
-    androidResources { noCompress += listOf("pte", "onnx", "json", "txt") }
+    androidResources { noCompress += listOf("pte", "onnx", "tflite", "json", "txt") }
     packaging { jniLibs { useLegacyPackaging = true } }
 }
 
@@ -78,8 +85,12 @@ dependencies {
         // From Maven Central; its POM brings fbjni and soloader. With a locally built executorch.aar use
         // implementation(files("libs/executorch.aar")) and add those two as ExecuTorch's Android docs say.
         implementation("org.pytorch:executorch-android:${project.property("executorch.version")}")
+    } else if (mc2Runtime == "onnx") {
+        implementation("com.microsoft.onnxruntime:onnxruntime-android:$runtimeVersion")
     } else {
-        implementation("com.microsoft.onnxruntime:onnxruntime-android:${project.property("onnxruntime.version")}")
+        // LiteRT 2.x: the CompiledModel Kotlin API (CPU / XNNPACK); litert-gpu for -Pmc2.litert.accelerator=gpu
+        implementation("com.google.ai.edge.litert:litert:$runtimeVersion")
+        if (litertAccelerator == "gpu") implementation("com.google.ai.edge.litert:litert-gpu:$runtimeVersion")
     }
     debugImplementation("androidx.compose.ui:ui-tooling")
 }

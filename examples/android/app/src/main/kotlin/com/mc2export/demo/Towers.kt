@@ -20,13 +20,13 @@ interface TextTower : AutoCloseable {
 }
 
 /**
- * What each runtime source set provides (src/executorch/kotlin or src/onnx/kotlin, chosen by the Gradle
+ * What each runtime source set provides (src/executorch/kotlin, src/onnx/kotlin or src/litert/kotlin, chosen by the Gradle
  * property mc2.runtime): an object named RuntimeBackend with these members.
  */
 interface Backend {
-    /** The bundle runtime this build runs ("executorch" | "onnx"), checked against config.json. */
+    /** The bundle runtime this build runs ("executorch" | "onnx" | "litert"), checked against config.json. */
     val bundleRuntime: String
-    /** The runtime's name in benchmark documents ("executorch" | "onnxruntime"). */
+    /** The runtime's name in benchmark documents ("executorch" | "onnxruntime" | "litert"). */
     val reportName: String
     val version: String
     fun openImage(file: File, threads: Int?): ImageTower
