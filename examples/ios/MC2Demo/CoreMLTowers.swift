@@ -47,7 +47,7 @@ final class CoreMLTowers {
     static func compiled(_ package: URL, key: String, config: BundleConfig) async throws -> URL {
         if package.pathExtension == "mlmodelc" { return package }
         let support = try FileManager.default.url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil, create: true)
-        let stamp = (BenchDocument.checksum(config.files) ?? "nochecksum").prefix(16)
+        let stamp = (BenchDocument.checksum(config.files)).prefix(16)
         let target = support.appendingPathComponent("compiled-\(key)-\(stamp).mlmodelc")
         if FileManager.default.fileExists(atPath: target.path) { return target }
         let tmp = try await MLModel.compileModel(at: package)

@@ -59,9 +59,17 @@ public struct BundleConfig {
     }
 
     /// JSONSerialization gives NSNumber for numbers *and* booleans: tell them apart as Kotlin's parser does.
+    /// Apple: the CFBoolean singletons. Linux Foundation (no CoreFoundation re-export) marks a JSON boolean
+    /// with the Objective-C type code of BOOL ("c" or "B"); JSON numbers are parsed as Int or Double, never
+    /// as the 8-bit integers that share the code.
     static func isBool(_ v: Any?) -> Bool {
         guard let n = v as? NSNumber else { return false }
+        #if canImport(Darwin)
         return CFGetTypeID(n) == CFBooleanGetTypeID()
+        #else
+        let code = String(cString: n.objCType)
+        return code == "c" || code == "B"
+        #endif
     }
 
     static func describe(_ v: Any?) -> String {

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(CryptoKit)
-import CryptoKit
-#endif
 
 /// The bundle's verification vectors (docs/bundle.md, "verify/: verification vectors") read strictly and run
 /// through the app's own models when a bundle loads. Twin of VerifyVectors.kt (tested on the JVM against the
@@ -195,18 +192,12 @@ public enum VerifyVectors {
         return Plan(version: version, precision: m["precision"] as? String, tier: m["tier"] as? String, tolerance: tolerance, towers: plans)
     }
 
-    static func sha256(_ d: Data) -> String? {
-        #if canImport(CryptoKit)
-        return SHA256.hash(data: d).map { String(format: "%02x", $0) }.joined()
-        #else
-        return nil
-        #endif
-    }
+    static func sha256(_ d: Data) -> String { Digest.sha256Hex(d) }
 
     static func load(_ read: (String) -> Data?, _ f: ArrayFile, _ files: [String: String]) throws -> Data {
         guard let d = read(f.file) else { throw VerifyError("\(f.file) is missing") }
         if d.count != f.bytes { throw VerifyError("\(f.file) holds \(d.count) bytes, expected \(f.bytes) (\(f.dtype) \(f.shape))") }
-        if let want = files[f.file], !want.isEmpty, let got = sha256(d), got != want {
+        if let want = files[f.file], !want.isEmpty, sha256(d) != want {
             throw VerifyError("\(f.file) is damaged (sha256 differs from config.json)")
         }
         return d
