@@ -26,7 +26,7 @@ ROOT="${MC2_SWIFT_ROOT:-/var/cache/mc2export/swift-trixie}"
 MIRROR="${MC2_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=trixie
 # what the root's apt installs; the marker file records it, so changing the list remakes the root
-PACKAGES="swiftlang"
+PACKAGES="swiftlang libc6-dev"  # libc6-dev: only recommended by swiftlang (gcc), but swift needs the C headers
 STAMP="suite=$SUITE packages=$PACKAGES"
 MARKER=".mc2export-swift-root"
 ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb)

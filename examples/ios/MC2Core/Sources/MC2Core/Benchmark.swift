@@ -2,7 +2,7 @@ import Foundation
 
 /// The harness's protocols, statistics and JSON document (mc2export/bench; mirrors Benchmark.kt), so the
 /// app's benchmark mode writes what `mc2export bench --device ios --app ...` and `bench-report` read.
-public struct BenchMode {
+public struct BenchMode: Sendable {
     public let name: String, warmup: Int, minIterations: Int, minSeconds: Double
     public var rounds = 1, trimLow = 0, trimHigh = 0
     public var headline = "p50"
@@ -25,7 +25,7 @@ public struct BenchMode {
     }
 }
 
-public struct ProtocolRun { public let warmupMs: [Double], samplesMs: [Double], roundSizes: [Int], durationS: Double }
+public struct ProtocolRun: Sendable { public let warmupMs: [Double], samplesMs: [Double], roundSizes: [Int], durationS: Double }
 
 public enum BenchStats {
     public static func percentile(_ s: [Double], _ q: Double) -> Double {

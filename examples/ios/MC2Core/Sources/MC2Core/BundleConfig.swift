@@ -1,13 +1,13 @@
 import Foundation
 
 /// A bundle problem, worded for the screen (mirrors BundleException in BundleConfig.kt).
-public struct BundleError: Error, CustomStringConvertible {
+public struct BundleError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
 
-public enum ImageInputKind { case unitNCHW, normalizedNCHW, pixelBuffer }
+public enum ImageInputKind: Sendable { case unitNCHW, normalizedNCHW, pixelBuffer }
 
 /// What the apps read from config.json; the same keys and fallbacks as BundleConfig.kt (documented there and
 /// in examples/README.md).

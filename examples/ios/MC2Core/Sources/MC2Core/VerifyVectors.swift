@@ -206,8 +206,10 @@ public enum VerifyVectors {
     /// Little-endian 32-bit words of `d` (explicit byte order: never the host's by accident).
     static func le32(_ d: Data) -> [UInt32] {
         let b = [UInt8](d)
-        return (0..<(b.count / 4)).map { i in
-            UInt32(b[i * 4]) | UInt32(b[i * 4 + 1]) << 8 | UInt32(b[i * 4 + 2]) << 16 | UInt32(b[i * 4 + 3]) << 24
+        return (0..<(b.count / 4)).map { (i: Int) -> UInt32 in
+            let lo = UInt32(b[i * 4]) | UInt32(b[i * 4 + 1]) << 8
+            let hi = UInt32(b[i * 4 + 2]) << 16 | UInt32(b[i * 4 + 3]) << 24
+            return lo | hi
         }
     }
 

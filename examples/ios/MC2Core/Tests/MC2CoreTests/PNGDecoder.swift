@@ -82,19 +82,23 @@ enum PNGDecoder {
         }
     }
 
+    /// LSB-first bit reader with a 64-bit buffer.
     struct Bits {
         let b: [UInt8]
-        var pos = 0, bit = 0
-        mutating func get(_ n: Int) throws -> Int {
-            var v = 0
-            for i in 0..<n {
+        var pos = 0, buf: UInt64 = 0, n = 0
+        init(b: [UInt8]) { self.b = b }
+        mutating func get(_ k: Int) throws -> Int {
+            if k == 0 { return 0 }
+            while n < k {
                 guard pos < b.count else { throw Failure(description: "inflate: out of data") }
-                v |= Int((b[pos] >> bit) & 1) << i
-                bit += 1
-                if bit == 8 { bit = 0; pos += 1 }
+                buf |= UInt64(b[pos]) << UInt64(n)
+                pos += 1; n += 8
             }
+            let v = Int(buf & ((1 << UInt64(k)) - 1))
+            buf >>= UInt64(k); n -= k
             return v
         }
+        mutating func alignToByte() { let d = n % 8; buf >>= UInt64(d); n -= d }
         mutating func decode(_ h: Huffman) throws -> Int {
             var code = 0, first = 0, index = 0
             for len in 1..<16 {
@@ -121,13 +125,10 @@ enum PNGDecoder {
             last = try s.get(1)
             let type = try s.get(2)
             if type == 0 {
-                if s.bit != 0 { s.bit = 0; s.pos += 1 }
-                guard s.pos + 4 <= input.count else { throw Failure(description: "inflate: short stored block") }
-                let len = Int(input[s.pos]) | Int(input[s.pos + 1]) << 8
-                s.pos += 4
-                guard s.pos + len <= input.count else { throw Failure(description: "inflate: short stored block") }
-                out += input[s.pos..<(s.pos + len)]
-                s.pos += len
+                s.alignToByte()
+                let len = try s.get(16)
+                _ = try s.get(16)  // one's complement of len
+                for _ in 0..<len { out.append(UInt8(try s.get(8))) }
                 continue
             }
             let lit: Huffman, dist: Huffman
