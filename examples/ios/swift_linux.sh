@@ -123,4 +123,4 @@ if [ "$mode" = cmd ]; then
   exit 0
 fi
 log "swift build ($pkg)"
-in_root "$ROOT" /bin/sh -c 'cd "$0" && swift build --build-tests 2>&1 && swift test --skip-build 2>&1' "$pkg"
+in_root "$ROOT" /bin/sh -c 'cd "$0" && swift --version 2>&1 && swift build --build-tests 2>&1 && swift test --skip-build 2>&1' "$pkg"

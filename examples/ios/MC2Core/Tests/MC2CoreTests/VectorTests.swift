@@ -138,7 +138,7 @@ final class VectorTests: XCTestCase {
 
     func testBundleConfigErrors() throws {
         func cfg(_ edit: (inout [String: Any]) -> Void) throws -> Data {
-            var c: [String: Any] = ["format": "mc2export-bundle", "bundle_version": 1, "runtime": "coreml", "variant": "mobileclip2-s0",
+            var c: [String: Any] = ["format": "mc2export-bundle", "bundle_version": 2, "runtime": "coreml", "variant": "mobileclip2-s0", "precision": "fp16",
                                     "batch": 1, "preprocess": ["resolution": 256, "resize": "shortest", "crop": "center",
                                                                "interpolation": "bilinear", "mean": [0, 0, 0], "std": [1, 1, 1]],
                                     "embed_dim": 512, "logit_scale": 100.0,
