@@ -172,7 +172,11 @@ final class AppModel: ObservableObject {
         let (library, assets) = PhotoLibrary.snapshot()
         do {
             let plan = try await engine.plan(library)
-            if plan.todo.isEmpty && plan.gone.isEmpty { indexInfo = "Index: \(await engine.indexCount) photos (up to date)"; return true }
+            if plan.todo.isEmpty && plan.gone.isEmpty {
+                let n = await engine.indexCount
+                indexInfo = "Index: \(n) photos (up to date)"
+                return true
+            }
             indexInfo = "Indexing \(plan.todo.count) new or changed photos ..."
             // the pause rule reads the device on the main actor; the actor asks it before each batch
             let conditions = Locked(PhotoLibrary.conditions(userPaused: false))

@@ -161,8 +161,8 @@ actor ModelActor {
             try autoreleasepool {
                 var crops: [CroppedImage?] = []
                 for p in batch {
-                    guard let a = assets[p.key], let img = PhotoLibrary.image(a, resolution: cfg.resolution) else { crops.append(nil); continue }
-                    crops.append(Preprocess.prepare(img, orientation: 1, resolution: cfg.resolution, interpolation: cfg.interpolation))
+                    guard let a = assets[p.key], let got = PhotoLibrary.image(a, resolution: cfg.resolution) else { crops.append(nil); continue }
+                    crops.append(Preprocess.prepare(got.0, orientation: got.1, resolution: cfg.resolution, interpolation: cfg.interpolation))
                 }
                 let vectors = try t.embedImages(crops.compactMap { $0 }, config: cfg)
                 var result: [[Float]?] = []

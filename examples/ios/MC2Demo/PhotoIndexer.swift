@@ -28,28 +28,46 @@ enum PhotoLibrary {
     /// one; `.opportunistic` would behave as high quality on a synchronous request) -- never the original file
     /// (a 12-MP HEIC decoded per photo). A fast result whose short side is under R is asked again in
     /// `.highQualityFormat` (still at the target size). Local photos only (no iCloud download).
-    /// Returns the pixels as PhotoKit rendered them (orientation applied: EXIF orientation 1).
-    static func image(_ asset: PHAsset, resolution: Int) -> RGBAImage? {
-        func request(_ mode: PHImageRequestOptionsDeliveryMode) -> CGImage? {
+    /// Returns the pixels as stored in PhotoKit's rendering and the EXIF orientation that makes them upright
+    /// (a UIImage's cgImage is not rotated: its imageOrientation says how; MC2Core applies it).
+    static func image(_ asset: PHAsset, resolution: Int) -> (RGBAImage, Int)? {
+        func request(_ mode: PHImageRequestOptionsDeliveryMode) -> (CGImage, Int)? {
             let opts = PHImageRequestOptions()
             opts.isSynchronous = true
             opts.deliveryMode = mode
             opts.resizeMode = .fast
             opts.isNetworkAccessAllowed = false
             opts.version = .current
-            var out: CGImage?
+            var out: (CGImage, Int)?
             let t = IndexingPlan.targetSize(resolution: resolution)
             PHImageManager.default().requestImage(for: asset, targetSize: CGSize(width: t.width, height: t.height), contentMode: .aspectFill,
-                                                  options: opts) { img, _ in out = img?.cgImage }
+                                                  options: opts) { img, _ in
+                if let img, let cg = img.cgImage { out = (cg, exifOrientation(img.imageOrientation)) }
+            }
             return out
         }
-        guard var cg = request(.fastFormat) else { return nil }
-        if !IndexingPlan.largeEnough(width: cg.width, height: cg.height, resolution: resolution) {
+        guard var got = request(.fastFormat) else { return nil }
+        if !IndexingPlan.largeEnough(width: got.0.width, height: got.0.height, resolution: resolution) {
             guard let better = request(.highQualityFormat),
-                  IndexingPlan.largeEnough(width: better.width, height: better.height, resolution: resolution) else { return nil }
-            cg = better
+                  IndexingPlan.largeEnough(width: better.0.width, height: better.0.height, resolution: resolution) else { return nil }
+            got = better
         }
-        return try? ImageLoading.rgba(cg)
+        guard let px = try? ImageLoading.rgba(got.0) else { return nil }
+        return (px, got.1)
+    }
+
+    static func exifOrientation(_ o: UIImage.Orientation) -> Int {
+        switch o {
+        case .up: return 1
+        case .upMirrored: return 2
+        case .down: return 3
+        case .downMirrored: return 4
+        case .leftMirrored: return 5
+        case .right: return 6
+        case .rightMirrored: return 7
+        case .left: return 8
+        @unknown default: return 1
+        }
     }
 
     /// Battery, thermal state, Low Power Mode -- read on the main actor (UIDevice).

@@ -4,11 +4,15 @@ import Accelerate
 #endif
 
 /// The live photos of an index in memory: keys in first-insertion order, stamps, and every vector's fp16 bits
-/// in one contiguous array (slot s holds elements s*dim ..< (s+1)*dim). A replaced photo keeps its slot; a
-/// deleted one leaves a dead slot (skipped by the search) until `compact()`; a re-added one takes a new slot.
+/// in contiguous blocks of `blockRows` rows (slot s: block s / blockRows, row s % blockRows). Blocks are
+/// allocated whole and never grow, so adding photos never copies the vectors held so far (one growing array
+/// would double its capacity and briefly hold old + new: 2-3x the vectors' bytes at 100k photos). A
+/// replaced photo keeps its slot; a deleted one leaves a dead slot (skipped by the search) until
+/// `compact()`; a re-added one takes a new slot.
 public struct VectorStore: Sendable {
     public let dim: Int
-    public private(set) var vectors: [UInt16] = []
+    public static let blockRows = 4096
+    private var blocks: [[UInt16]] = []
     private var slotKeys: [String] = []
     private var slotStamps: [Int64] = []
     private var alive: [Bool] = []
@@ -28,9 +32,15 @@ public struct VectorStore: Sendable {
     public func stamp(of key: String) -> Int64? { slotOf[key].map { slotStamps[$0] } }
 
     /// The stored bits of a live photo.
-    public func bits(of key: String) -> ArraySlice<UInt16>? {
-        slotOf[key].map { vectors[($0 * dim)..<(($0 + 1) * dim)] }
+    public func bits(of key: String) -> ArraySlice<UInt16>? { slotOf[key].map { row($0) } }
+
+    private func row(_ s: Int) -> ArraySlice<UInt16> {
+        let o = (s % Self.blockRows) * dim
+        return blocks[s / Self.blockRows][o..<(o + dim)]
     }
+
+    /// Every slot's bits in slot order (dead slots included), as one array: for tests and checksums.
+    public var vectors: [UInt16] { Array(blocks.joined().prefix(alive.count * dim)) }
 
     /// Whether the photo must be (re-)embedded: new, or changed since (another stamp).
     public func needs(_ key: String, stamp: Int64) -> Bool { slotOf[key].map { slotStamps[$0] } != stamp }
@@ -38,15 +48,17 @@ public struct VectorStore: Sendable {
     /// PUT from little-endian fp16 bytes (2 * dim of them).
     mutating func put(_ key: String, stamp: Int64, bytes: UnsafeRawBufferPointer) {
         let s = slot(for: key, stamp: stamp)
-        vectors.withUnsafeMutableBufferPointer { v in
-            for j in 0..<dim { v[s * dim + j] = UInt16(bytes[2 * j]) | UInt16(bytes[2 * j + 1]) << 8 }
+        let o = (s % Self.blockRows) * dim
+        blocks[s / Self.blockRows].withUnsafeMutableBufferPointer { v in
+            for j in 0..<dim { v[o + j] = UInt16(bytes[2 * j]) | UInt16(bytes[2 * j + 1]) << 8 }
         }
     }
 
     public mutating func put<C: Collection>(_ key: String, stamp: Int64, bits: C) where C.Element == UInt16 {
         precondition(bits.count == dim, "a vector of \(bits.count) values in a \(dim)-d index")
         let s = slot(for: key, stamp: stamp)
-        vectors.replaceSubrange((s * dim)..<((s + 1) * dim), with: bits)
+        let o = (s % Self.blockRows) * dim
+        blocks[s / Self.blockRows].replaceSubrange(o..<(o + dim), with: bits)
     }
 
     private mutating func slot(for key: String, stamp: Int64) -> Int {
@@ -54,7 +66,7 @@ public struct VectorStore: Sendable {
         let s = alive.count
         slotOf[key] = s
         slotKeys.append(key); slotStamps.append(stamp); alive.append(true)
-        vectors.append(contentsOf: repeatElement(0, count: dim))
+        if s % Self.blockRows == 0 { blocks.append([UInt16](repeating: 0, count: Self.blockRows * dim)) }
         return s
     }
 
@@ -67,8 +79,7 @@ public struct VectorStore: Sendable {
     public mutating func compact() {
         guard deadSlots > 0 else { return }
         var out = VectorStore(dim: dim)
-        out.vectors.reserveCapacity(count * dim)
-        for s in alive.indices where alive[s] { out.put(slotKeys[s], stamp: slotStamps[s], bits: vectors[(s * dim)..<((s + 1) * dim)]) }
+        for s in alive.indices where alive[s] { out.put(slotKeys[s], stamp: slotStamps[s], bits: row(s)) }
         self = out
     }
 
@@ -88,14 +99,18 @@ public struct VectorStore: Sendable {
         let q = n > 0 ? query.map { $0 / n } : query
         var heap = TopK(k)
         let slots = alive.count
-        let block = 1024
-        var scores = [Float](repeating: 0, count: block)
-        var start = 0
-        while start < slots {
-            let rows = min(block, slots - start)
-            Self.scoreRows(vectors, from: start, rows: rows, dim: dim, query: q, into: &scores)
-            for r in 0..<rows where alive[start + r] { heap.offer(scores[r], start + r) }
-            start += rows
+        let step = 1024  // rows scored per call (a 2-MB float block on the Accelerate path)
+        var scores = [Float](repeating: 0, count: step)
+        for (b, block) in blocks.enumerated() {
+            let first = b * Self.blockRows
+            let rowsHere = min(Self.blockRows, slots - first)
+            var start = 0
+            while start < rowsHere {
+                let rows = min(step, rowsHere - start)
+                Self.scoreRows(block, from: start, rows: rows, dim: dim, query: q, into: &scores)
+                for r in 0..<rows where alive[first + start + r] { heap.offer(scores[r], first + start + r) }
+                start += rows
+            }
         }
         return heap.sorted().map { Hit(key: slotKeys[$0.row], score: $0.score) }
     }
@@ -121,31 +136,28 @@ public struct VectorStore: Sendable {
             }
         }
         #else
-        // Elsewhere: a tight loop, eight lanes at a time (SIMD8: two SSE / one AVX register), the widening
-        // done in registers (Half.widen8), two accumulators; the tail of dim % 8 elements scalar.
+        // Elsewhere: a tight loop over 8 halves at a time, read as four 32-bit lanes (little-endian: element 2l
+        // in the low half of lane l, 2l+1 in the high half), widened in registers (Half.widen4) and multiplied
+        // with the query split into its even and odd elements once per call; the dim % 8 tail is scalar.
         let chunks = dim / 8
+        var qe = [Float](repeating: 0, count: chunks * 4), qo = [Float](repeating: 0, count: chunks * 4)
+        for i in 0..<(chunks * 4) { qe[i] = q[2 * i]; qo[i] = q[2 * i + 1] }
         vectors.withUnsafeBufferPointer { v in
-            q.withUnsafeBufferPointer { qp in
-                let q8 = UnsafeRawPointer(qp.baseAddress!)
-                let raw = UnsafeRawPointer(v.baseAddress!)
-                for r in 0..<rows {
-                    let row = raw + (start + r) * dim * 2
-                    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
-                    var c = 0
-                    while c + 1 < chunks {
-                        let h0 = row.loadUnaligned(fromByteOffset: c * 16, as: SIMD8<UInt16>.self)
-                        let h1 = row.loadUnaligned(fromByteOffset: c * 16 + 16, as: SIMD8<UInt16>.self)
-                        a0 += Half.widen8(h0) * q8.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)
-                        a1 += Half.widen8(h1) * q8.loadUnaligned(fromByteOffset: c * 32 + 32, as: SIMD8<Float>.self)
-                        c += 2
+            qe.withUnsafeBytes { qeb in
+                qo.withUnsafeBytes { qob in
+                    let raw = UnsafeRawPointer(v.baseAddress!)
+                    for r in 0..<rows {
+                        let row = raw + (start + r) * dim * 2
+                        var a0 = SIMD4<Float>(), a1 = SIMD4<Float>()
+                        for c in 0..<chunks {
+                            let w = row.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<UInt32>.self)
+                            a0 += Half.widen4(w & 0xFFFF) * qeb.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<Float>.self)
+                            a1 += Half.widen4(w &>> 16) * qob.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<Float>.self)
+                        }
+                        var s = (a0 + a1).sum()
+                        for j in (chunks * 8)..<dim { s += Half.float(v[(start + r) * dim + j]) * q[j] }
+                        scores[r] = s
                     }
-                    if c < chunks {
-                        a0 += Half.widen8(row.loadUnaligned(fromByteOffset: c * 16, as: SIMD8<UInt16>.self))
-                            * q8.loadUnaligned(fromByteOffset: c * 32, as: SIMD8<Float>.self)
-                    }
-                    var s = (a0 + a1).sum()
-                    for j in (chunks * 8)..<dim { s += Half.float(v[(start + r) * dim + j]) * qp[j] }
-                    scores[r] = s
                 }
             }
         }

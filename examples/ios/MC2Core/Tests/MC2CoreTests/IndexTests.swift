@@ -166,9 +166,9 @@ final class IndexTests: XCTestCase {
         for h in 0...0xFFFF {
             let bits = UInt16(h)
             let f = Half.float(bits)
-            let wide = Half.widen8(SIMD8<UInt16>(repeating: bits))[3]
+            let wide = Half.widen4(SIMD4<UInt32>(repeating: UInt32(bits)))[3]
             if f.isNaN { XCTAssert(wide.isNaN); continue }
-            XCTAssertEqual(wide.bitPattern, f.bitPattern, "widen8 of \(h)")
+            XCTAssertEqual(wide.bitPattern, f.bitPattern, "widen4 of \(h)")
             XCTAssertEqual(Half.bits(f), bits, "round trip of \(h)")
         }
         var t = TopK(3)
@@ -204,6 +204,27 @@ final class IndexTests: XCTestCase {
             for (hit, want) in zip(hits, exact.prefix(10)) { XCTAssertEqual(hit.score, want.score, accuracy: 1e-4, "dim \(dim)") }
             XCTAssertFalse(hits.contains { $0.key == "k5" })
         }
+    }
+
+    func testSearchAcrossBlocks() {
+        var store = VectorStore(dim: 3)
+        let rows = 2 * VectorStore.blockRows + 700
+        for r in 0..<rows {
+            let v: [Float] = r == rows - 5 ? [1, 0, 0] : (r == 100 ? [0.6, 0.8, 0] : [0, 1, 0])
+            store.put("k\(r)", stamp: Int64(r), bits: IndexRecord.fp16Bits(v)!)
+        }
+        XCTAssertEqual(store.vectors.count, rows * 3)
+        XCTAssertEqual(store.search([1, 0, 0], k: 2).map { $0.key }, ["k\(rows - 5)", "k100"])
+        store.delete("k\(rows - 5)")
+        store.delete("k3")
+        let top = store.search([2, 0, 0], k: 1)
+        XCTAssertEqual(top.map { $0.key }, ["k100"])
+        XCTAssertEqual(top[0].score, 0.6, accuracy: 1e-3)
+        store.compact()
+        XCTAssertEqual(store.count, rows - 2)
+        XCTAssertEqual(store.vectors.count, (rows - 2) * 3)
+        XCTAssertEqual(store.search([1, 0, 0], k: 1).first?.key, "k100")
+        XCTAssertEqual(store.stamp(of: "k\(rows - 6)"), Int64(rows - 6))
     }
 
     // -- a process killed while appending --------------------------------------------------------------------
