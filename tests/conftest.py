@@ -130,3 +130,9 @@ def app_bundles(checkpoints, tmp_path_factory):
     from appbundles import lazy_onnx_bundles
 
     return lazy_onnx_bundles(checkpoints, tmp_path_factory.mktemp("app-onnx"))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Lines a test collected for the log (``config.mc2_summary``: e.g. the Swift test counts), shown under -q."""
+    for line in config.__dict__.get("mc2_summary", []):
+        terminalreporter.write_line(line)

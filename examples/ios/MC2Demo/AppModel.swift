@@ -20,6 +20,8 @@ final class AppModel: ObservableObject {
     @Published var pickedCrop: CGImage?
     @Published var indexInfo = "Index: not built"
     @Published var indexing = false
+    /// another model's index (or a damaged one) is on disk: the user confirms a rebuild
+    @Published var indexProblem: String?
     @Published var query = "a dog on the beach"
     @Published var hits: [(id: String, score: Float)] = []
     @Published var benchMode = "quick"
@@ -31,7 +33,8 @@ final class AppModel: ObservableObject {
     /// Created once with the model: the capture session is configured on first start, then only run / paused.
     let camera = CameraController()
     private var bundleDir: URL?
-    var stopIndexing = false
+    /// the user's pause (Stop button) or the background task's expiry: read before every batch
+    private var pauseRequest: String?
 
     static let benchArg = "--mc2export-bench"
     static let benchModeArg = "--mc2export-bench-mode"
@@ -88,7 +91,8 @@ final class AppModel: ObservableObject {
             status = info.summary
             verifyLines = info.verifyLines
             verifyStatus = info.verifyStatus
-            indexInfo = "Index: \(info.indexCount) photos"
+            indexInfo = info.indexProblem.map { "Index: \($0)" } ?? "Index: \(info.indexCount) photos"
+            indexProblem = info.indexProblem
             error = nil
         } catch {
             self.error = "\(error)"
@@ -148,40 +152,78 @@ final class AppModel: ObservableObject {
 
     // -- photo search ----------------------------------------------------------------------------------------
 
+    /// Index the library now (the app is open): new and changed photos in batches of 32, each batch durable
+    /// on disk when it is counted; photos gone from the library are deleted from the index. Paused by the Stop
+    /// button, heat, low battery or Low Power Mode; what remains is left to the background task.
     func buildIndex() async {
         guard await engine.config != nil else { indexInfo = error ?? "no bundle loaded"; return }
+        guard indexProblem == nil else { indexInfo = "Index: \(indexProblem!) -- tap Rebuild"; return }
         let auth = await PHPhotoLibrary.requestAuthorization(for: .readWrite)
         guard auth == .authorized || auth == .limited else { indexInfo = "Photo access denied: search needs it to index the library"; return }
+        _ = await runIndexing()
+    }
+
+    /// The body of a foreground or background run; true when nothing is left to do.
+    func runIndexing() async -> Bool {
+        guard !indexing else { return false }
         indexing = true
-        stopIndexing = false
+        pauseRequest = nil
         defer { indexing = false }
-        let assets = PHAsset.fetchAssets(with: .image, options: nil)
-        var all: [PHAsset] = []
-        assets.enumerateObjects { a, _, _ in all.append(a) }
-        await engine.retainIndex(Set(all.map { $0.localIdentifier }))
-        var todo: [PHAsset] = []
-        for a in all {
-            if await engine.indexNeeds(a.localIdentifier, stamp: a.modificationDate?.timeIntervalSince1970 ?? 0) { todo.append(a) }
-        }
-        let opts = PHImageRequestOptions()
-        opts.isSynchronous = false
-        opts.isNetworkAccessAllowed = false
-        opts.deliveryMode = .highQualityFormat
-        var skipped = 0
-        for (i, a) in todo.enumerated() where !stopIndexing {
-            indexInfo = "Indexing \(i) / \(todo.count) new photos ..."
-            let data: Data? = await withCheckedContinuation { cont in
-                PHImageManager.default().requestImageDataAndOrientation(for: a, options: opts) { d, _, _, _ in cont.resume(returning: d) }
+        let (library, assets) = PhotoLibrary.snapshot()
+        do {
+            let plan = try await engine.plan(library)
+            if plan.todo.isEmpty && plan.gone.isEmpty {
+                let n = await engine.indexCount
+                indexInfo = "Index: \(n) photos (up to date)"
+                return true
             }
-            do {
-                guard let d = data else { throw BundleError("no data") }
-                try await engine.indexPhoto(a.localIdentifier, stamp: a.modificationDate?.timeIntervalSince1970 ?? 0, data: d)
-            } catch {
-                skipped += 1  // any failure of one photo: skipped, retried next time
+            indexInfo = "Indexing \(plan.todo.count) new or changed photos ..."
+            // the pause rule reads the device on the main actor; the actor asks it before each batch
+            let conditions = Locked(PhotoLibrary.conditions(userPaused: false))
+            let watcher = Task { @MainActor [weak self] in
+                while !Task.isCancelled {
+                    conditions.set(PhotoLibrary.conditions(userPaused: self?.pauseRequest != nil))
+                    try? await Task.sleep(nanoseconds: 1_000_000_000)
+                }
             }
+            defer { watcher.cancel() }
+            let total = plan.todo.count
+            let p = try await engine.index(plan.todo, gone: plan.gone, assets: assets, batchSize: 32,
+                                           pause: { conditions.get().pauseReason },
+                                           progress: { p in Task { @MainActor [weak self] in
+                                               self?.indexInfo = "Indexing: \(total - p.remaining) / \(total) (\(p.skipped) unreadable)" } })
+            try await engine.compactIndexIfWorthIt()
+            let count = await engine.indexCount
+            if let why = p.pausedBecause {
+                indexInfo = "Index: \(count) photos, \(p.remaining) to go -- \(why); continues in the background while charging"
+                BackgroundIndexing.schedule()
+                return false
+            }
+            indexInfo = "Index: \(count) photos" + (p.skipped > 0 ? " (\(p.skipped) skipped: unreadable here, retried next time)" : "")
+            return true
+        } catch {
+            indexInfo = "Indexing stopped: \(error)"
+            return false
         }
-        let count = (try? await engine.saveIndex()) ?? 0
-        indexInfo = "Index: \(count) photos" + (skipped > 0 ? " (\(skipped) skipped: unreadable)" : "")
+    }
+
+    /// The Stop button, or the background task's expiry: the batch in flight finishes and is kept.
+    func pauseIndexing(reason: String = "paused by you") { pauseRequest = reason }
+
+    /// BGProcessingTask entry (BackgroundIndexing): the same run, resumed from the index on disk.
+    func indexInBackground() async -> Bool {
+        if await engine.config == nil { await reload() }
+        guard indexProblem == nil, await engine.config != nil else { return true }
+        return await runIndexing()
+    }
+
+    /// The user confirmed replacing another model's (or a damaged) index.
+    func rebuildIndex() async {
+        do {
+            _ = try await engine.rebuildIndex()
+            indexProblem = nil
+            indexInfo = "Index: 0 photos (new)"
+        } catch { indexInfo = "Cannot rebuild the index: \(error)" }
     }
 
     func search() async {
@@ -228,4 +270,13 @@ final class AppModel: ObservableObject {
 
 private extension String {
     var nilIfEmpty: String? { isEmpty ? nil : self }
+}
+
+/// A value shared between the main actor (which writes it) and the model actor (which reads it).
+final class Locked<Value: Sendable>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+    init(_ v: Value) { value = v }
+    func get() -> Value { lock.lock(); defer { lock.unlock() }; return value }
+    func set(_ v: Value) { lock.lock(); value = v; lock.unlock() }
 }

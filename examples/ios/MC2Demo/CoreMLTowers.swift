@@ -32,11 +32,16 @@ final class CoreMLTowers {
             let compiled = try await CoreMLTowers.compiled(dir.appendingPathComponent(file), key: "\(config.variant)-\(config.precision)-\(tower)", config: config)
             let m = try MLModel(contentsOf: compiled, configuration: mlConfig)
             times[tower] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            // R6 (docs/bundle.md): the names the app feeds and reads must be the ones config.json records
+            try config.checkIONames(tower: tower, inputs: Array(m.modelDescription.inputDescriptionsByName.keys),
+                                    outputs: Array(m.modelDescription.outputDescriptionsByName.keys))
             return m
         }
         do {
             image = try await load(config.imageModelFile, "image")
             text = try await load(config.textModelFile, "text")
+        } catch let e as BundleError {
+            throw e
         } catch {
             throw BundleError("Core ML cannot load the models in \(dir.lastPathComponent): \(error.localizedDescription) (exported with coremltools \(config.versions["coremltools"] ?? "?"), deployment target iOS 17)")
         }
@@ -47,7 +52,7 @@ final class CoreMLTowers {
     static func compiled(_ package: URL, key: String, config: BundleConfig) async throws -> URL {
         if package.pathExtension == "mlmodelc" { return package }
         let support = try FileManager.default.url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil, create: true)
-        let stamp = (BenchDocument.checksum(config.files) ?? "nochecksum").prefix(16)
+        let stamp = (BenchDocument.checksum(config.files)).prefix(16)
         let target = support.appendingPathComponent("compiled-\(key)-\(stamp).mlmodelc")
         if FileManager.default.fileExists(atPath: target.path) { return target }
         let tmp = try await MLModel.compileModel(at: package)
@@ -90,6 +95,17 @@ final class CoreMLTowers {
     func embedImage(_ crop: CroppedImage, config: BundleConfig) throws -> [Float] {
         guard let m = image else { throw BundleError("this bundle has no image model") }
         return try CoreMLTowers.floats(m.prediction(from: imageInput(crop, config: config)))
+    }
+
+    /// Image embeddings of a batch of crops in one Core ML call (MLArrayBatchProvider: Core ML pipelines the
+    /// batch through a batch-1 model). Each output is copied to [Float] at once; the caller wraps the batch in
+    /// an autoreleasepool so the output buffers are released before the next batch.
+    func embedImages(_ crops: [CroppedImage], config: BundleConfig) throws -> [[Float]] {
+        guard let m = image else { throw BundleError("this bundle has no image model") }
+        guard !crops.isEmpty else { return [] }
+        let inputs = try crops.map { try imageInput($0, config: config) }
+        let out = try m.predictions(from: MLArrayBatchProvider(array: inputs), options: MLPredictionOptions())
+        return try (0..<out.count).map { try CoreMLTowers.floats(out.features(at: $0)) }
     }
 
     func embedText(_ row: [Int32]) throws -> [Float] {

@@ -2,7 +2,14 @@ import SwiftUI
 
 @main
 struct MC2DemoApp: App {
-    @StateObject private var model = AppModel()
+    @StateObject private var model: AppModel
+
+    init() {
+        let m = AppModel()
+        _model = StateObject(wrappedValue: m)
+        // BGTaskScheduler handlers must be registered before launch ends (Info.plist lists the identifier)
+        BackgroundIndexing.register(m)
+    }
 
     var body: some Scene {
         WindowGroup {

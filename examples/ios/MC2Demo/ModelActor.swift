@@ -2,6 +2,7 @@ import CoreML
 import CoreVideo
 import Foundation
 import MC2Core
+import Photos
 
 /// One zero-shot result for the screen.
 struct Classification {
@@ -16,6 +17,8 @@ struct LoadedInfo {
     let verifyLines: [String]
     let verifyStatus: String
     let indexCount: Int
+    /// why the index on disk was not opened (another model's index, a damaged file): the app offers a rebuild
+    let indexProblem: String?
 }
 
 /// Owns the models and everything that touches them -- config, tokenizer, Core ML towers, prompt cache, class
@@ -24,6 +27,7 @@ struct LoadedInfo {
 actor ModelActor {
     private(set) var config: BundleConfig?
     private var dir: URL?
+    private var folder: BundleFolder?
     private var tokenizer: ClipTokenizer?
     private var towers: CoreMLTowers?
     private var promptCache: [String: [Float]] = [:]
@@ -31,27 +35,30 @@ actor ModelActor {
     private var classLabels: [String] = []
     private var classes: [[Float]] = []
     private var classWarning: String?
-    private var index: EmbeddingIndex?
+    private var index: PhotoIndex?
+    private var indexHeader: IndexHeader?
     private(set) var verify: VerifyReport?
 
     private var home: URL { URL(fileURLWithPath: NSHomeDirectory()) }
 
-    private func indexURL(_ cfg: BundleConfig) -> URL {
-        home.appendingPathComponent("Library/index-\(cfg.variant)-\(cfg.runtime)-\(cfg.precision).plist")
-    }
+    /// One index file whatever the model: an index of another model is detected by its header and refused
+    /// (docs/app_index.md), never mixed in or silently replaced.
+    private var indexURL: URL { home.appendingPathComponent("Library/photos.mc2i") }
 
     /// Load a bundle folder, then run its verification vectors on this device's Core ML.
     func load(_ dir: URL) async throws -> LoadedInfo {
         towers = nil; tokenizer = nil; config = nil; verify = nil; index = nil
         promptCache = [:]; classKey = ""; classes = []
-        let cfgData = try Data(contentsOf: dir.appendingPathComponent("config.json"))
-        let cfg = try BundleConfig.parse(cfgData, expectedRuntime: "coreml")
+        // the reading rules (docs/bundle.md): config.json.sha256, bundle_version 2, paths inside the folder
+        let folder = try BundleFolder(dir)
+        let cfg = try folder.config(expectedRuntime: "coreml")
         let missing = cfg.missingFiles { FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path) }
         if !missing.isEmpty { throw BundleError("the bundle lacks \(missing.joined(separator: ", ")): copy the whole folder") }
         if cfg.hasText {
             do {
-                tokenizer = try ClipTokenizer.fromFiles(vocab: Data(contentsOf: dir.appendingPathComponent(cfg.vocabFile)),
-                                                        merges: String(contentsOf: dir.appendingPathComponent(cfg.mergesFile), encoding: .utf8),
+                guard let vocab = try folder.read(cfg.vocabFile, field: "tokenizer.vocab"),
+                      let merges = try folder.read(cfg.mergesFile, field: "tokenizer.merges") else { throw BundleError("missing") }
+                tokenizer = try ClipTokenizer.fromFiles(vocab: vocab, merges: String(decoding: merges, as: UTF8.self),
                                                         contextLength: cfg.contextLength)
             } catch { throw BundleError("tokenizer files: \(error)") }
         }
@@ -59,15 +66,22 @@ actor ModelActor {
         towers = t
         config = cfg
         self.dir = dir
+        self.folder = folder
         // the bundle proves itself on this device before it is used: verify/ through the same calls as photos
-        let report = VerifyVectors.run(cfg, read: { rel in try? Data(contentsOf: dir.appendingPathComponent(rel)) },
+        let report = VerifyVectors.run(cfg, read: { rel in try folder.read(rel, field: "verify/manifest.json") },
                                        runImage: { crop in try t.embedImage(crop, config: cfg) },
                                        runText: { row in try t.embedText(row) })
         verify = report
-        let idx = EmbeddingIndex.load(from: indexURL(cfg), variant: cfg.variant, runtime: cfg.runtime, precision: cfg.precision, dim: cfg.embedDim)
-            ?? EmbeddingIndex(variant: cfg.variant, runtime: cfg.runtime, precision: cfg.precision, dim: cfg.embedDim)
-        index = idx
-        return LoadedInfo(summary: cfg.summary + " - Core ML", verifyLines: report.lines, verifyStatus: report.status, indexCount: idx.count)
+        let header = try IndexHeader(bundle: cfg, configSha256: folder.configSha256)
+        indexHeader = header
+        var problem: String?
+        do {
+            index = try PhotoIndex(url: indexURL, header: header)
+        } catch {
+            problem = "\(error)"  // another model's index (or not an index): kept until the user rebuilds
+        }
+        return LoadedInfo(summary: cfg.summary + " - Core ML", verifyLines: report.lines, verifyStatus: report.status,
+                          indexCount: index?.count ?? 0, indexProblem: problem)
     }
 
     private func require() throws -> (BundleConfig, CoreMLTowers) {
@@ -119,22 +133,54 @@ actor ModelActor {
 
     // -- photo index -----------------------------------------------------------------------------------------
 
-    func indexNeeds(_ key: String, stamp: Double) -> Bool { !(index?.contains(key, stamp: stamp) ?? true) }
-
-    func retainIndex(_ present: Set<String>) { index?.retain { present.contains($0) } }
-
-    /// Embed one photo of the library into the index (decoded subsampled: fast; not Python's pixels exactly).
-    func indexPhoto(_ key: String, stamp: Double, data: Data) throws {
-        let (cfg, t) = try require()
-        let (img, o, _) = try ImageLoading.decode(data, minShortSide: cfg.resolution * 2, maxPixels: 0)
-        let crop = Preprocess.prepare(img, orientation: o, resolution: cfg.resolution, interpolation: cfg.interpolation)
-        index?.put(key, stamp: stamp, try t.embedImage(crop, config: cfg))
+    /// The user confirmed: replace whatever index file is there by a new, empty one for this bundle.
+    func rebuildIndex() throws -> Int {
+        guard let header = indexHeader else { throw BundleError("no bundle loaded") }
+        index = nil
+        try PhotoIndex.remove(at: indexURL)
+        index = try PhotoIndex(url: indexURL, header: header)
+        return 0
     }
 
-    func saveIndex() throws -> Int {
-        guard let cfg = config, let idx = index else { return 0 }
-        try idx.save(to: indexURL(cfg))
-        return idx.count
+    /// What the library needs (new or changed photos, photos gone) against the index.
+    func plan(_ library: [IndexingPlan.Photo]) throws -> (todo: [IndexingPlan.Photo], gone: [String]) {
+        guard let idx = index else { throw BundleError("the photo index is not open (rebuild it)") }
+        return IndexingPlan.diff(library: library, index: idx.store)
+    }
+
+    /// Index `todo` in batches (MC2Core IndexingRun): each batch is read from PhotoKit at the model's size,
+    /// embedded by one batched Core ML call, and appended to the index with one durable write. `pause` is
+    /// asked before every batch (battery, heat, the user, the background task's expiry).
+    func index(_ todo: [IndexingPlan.Photo], gone: [String], assets: [String: PHAsset], batchSize: Int,
+               pause: @Sendable () -> String?, progress: @Sendable (IndexingRun.Progress) -> Void) throws -> IndexingRun.Progress {
+        let (cfg, t) = try require()
+        guard let idx = index else { throw BundleError("the photo index is not open (rebuild it)") }
+        return try IndexingRun(batchSize: batchSize).run(todo: todo, gone: gone, index: idx, embed: { batch in
+            // the images, the crops and Core ML's outputs of one batch live and die inside this pool: output
+            // buffers are copied to [Float] at once, never held across batches (Queryable's IOSurface crash)
+            try autoreleasepool {
+                var crops: [CroppedImage?] = []
+                for p in batch {
+                    guard let a = assets[p.key], let got = PhotoLibrary.image(a, resolution: cfg.resolution) else { crops.append(nil); continue }
+                    crops.append(Preprocess.prepare(got.0, orientation: got.1, resolution: cfg.resolution, interpolation: cfg.interpolation))
+                }
+                let vectors = try t.embedImages(crops.compactMap { $0 }, config: cfg)
+                var result: [[Float]?] = []
+                var next = 0
+                for c in crops {
+                    if c == nil { result.append(nil) } else { result.append(vectors[next]); next += 1 }
+                }
+                return result
+            }
+        }, pause: pause, progress: progress)
+    }
+
+    var indexCount: Int { index?.count ?? 0 }
+
+    /// Compaction rewrites the file: between indexing runs only (called when a run ends), when worth it.
+    func compactIndexIfWorthIt() throws {
+        guard let idx = index, idx.shouldCompact else { return }
+        try idx.compact()
     }
 
     func search(_ query: String, k: Int) throws -> (hits: [(key: String, score: Float)], truncated: Bool, count: Int) {
@@ -142,7 +188,8 @@ actor ModelActor {
         guard let tok = tokenizer else { throw BundleError("this bundle has no text model") }
         guard let idx = index, idx.count > 0 else { return ([], false, 0) }
         let row = try tok.tokenize(query)
-        return (idx.search(ZeroShot.l2normalize(try t.embedText(row.row)), k: k), row.truncated, idx.count)
+        let hits = idx.search(try t.embedText(row.row), k: k)
+        return (hits.map { (key: $0.key, score: $0.score) }, row.truncated, idx.count)
     }
 
     // -- benchmark -------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ struct SearchView: View {
             Text(model.indexInfo).font(.footnote)
             HStack {
                 Button("Index photos") { Task { await model.buildIndex() } }.disabled(model.indexing).buttonStyle(.borderedProminent)
-                if model.indexing { Button("Stop") { model.stopIndexing = true } }
+                if model.indexing { Button("Stop") { model.pauseIndexing() } }
+                if model.indexProblem != nil { Button("Rebuild") { Task { await model.rebuildIndex() } }.buttonStyle(.bordered) }
             }
             TextField("Search your photos", text: $model.query).textFieldStyle(.roundedBorder).onSubmit { Task { await model.search() } }
             Button("Search") { Task { await model.search() } }

@@ -1,11 +1,8 @@
 import Foundation
-#if canImport(CryptoKit)
-import CryptoKit
-#endif
 
 /// The harness's protocols, statistics and JSON document (mc2export/bench; mirrors Benchmark.kt), so the
 /// app's benchmark mode writes what `mc2export bench --device ios --app ...` and `bench-report` read.
-public struct BenchMode {
+public struct BenchMode: Sendable {
     public let name: String, warmup: Int, minIterations: Int, minSeconds: Double
     public var rounds = 1, trimLow = 0, trimHigh = 0
     public var headline = "p50"
@@ -28,7 +25,7 @@ public struct BenchMode {
     }
 }
 
-public struct ProtocolRun { public let warmupMs: [Double], samplesMs: [Double], roundSizes: [Int], durationS: Double }
+public struct ProtocolRun: Sendable { public let warmupMs: [Double], samplesMs: [Double], roundSizes: [Int], durationS: Double }
 
 public enum BenchStats {
     public static func percentile(_ s: [Double], _ q: Double) -> Double {
@@ -120,16 +117,12 @@ public enum BenchDocument {
     public static let paperDeviceIds = ["iPhone13,4"]
 
     /// sha256 over the sorted "<file>\t<sha256>\n" lines of config.json's file table (the harness's checksum).
-    public static func checksum(_ files: [String: Any]) -> String? {
-        #if canImport(CryptoKit)
+    public static func checksum(_ files: [String: Any]) -> String {
         var text = ""
         for name in files.keys.sorted(by: { Array($0.unicodeScalars.map { $0.value }).lexicographicallyPrecedes($1.unicodeScalars.map { $0.value }) }) {
             text += "\(name)\t\(((files[name] as? [String: Any])?["sha256"] as? String) ?? "")\n"
         }
-        return SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
-        #else
-        return nil
-        #endif
+        return Digest.sha256Hex(Data(text.utf8))
     }
 
     public static func verdict(variant: String, name: String, measured: [String: Double], towers: [String], device: [String: Any],

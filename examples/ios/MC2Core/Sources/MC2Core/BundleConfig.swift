@@ -1,13 +1,13 @@
 import Foundation
 
 /// A bundle problem, worded for the screen (mirrors BundleException in BundleConfig.kt).
-public struct BundleError: Error, CustomStringConvertible {
+public struct BundleError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
 
-public enum ImageInputKind { case unitNCHW, normalizedNCHW, pixelBuffer }
+public enum ImageInputKind: Sendable { case unitNCHW, normalizedNCHW, pixelBuffer }
 
 /// What the apps read from config.json; the same keys and fallbacks as BundleConfig.kt (documented there and
 /// in examples/README.md).
@@ -32,6 +32,29 @@ public struct BundleConfig {
     public let randomWeights: Bool
     public let versions: [String: String]
     public let files: [String: Any]
+    /// tower -> the model's input and output names config.json records (R6: checked at model load)
+    public let ioNames: [String: (inputs: [String], outputs: [String])]
+    /// extra files a model consists of (models.<tower>.files: external weights)
+    public let modelExtraFiles: [String]
+
+    /// Every path config.json names that a reader may open, with the field it came from (R2).
+    public var paths: [(field: String, path: String)] {
+        var out: [(field: String, path: String)] = []
+        if let f = imageModelFile { out.append(("models.image.file", f)) }
+        if let f = textModelFile { out += [("models.text.file", f), ("tokenizer.vocab", vocabFile), ("tokenizer.merges", mergesFile)] }
+        out += modelExtraFiles.map { ("models.files", $0) }
+        out += files.keys.sorted().map { ("files", $0) }
+        return out
+    }
+
+    /// R6: the loaded model's input / output names must be the ones config.json records (when it records them).
+    public func checkIONames(tower: String, inputs: [String], outputs: [String]) throws {
+        guard let want = ioNames[tower] else { return }
+        if Set(inputs) != Set(want.inputs) || Set(outputs) != Set(want.outputs) {
+            throw BundleError("the \(tower) model's inputs \(inputs.sorted()) / outputs \(outputs.sorted()) differ from config.json's "
+                              + "\(want.inputs.sorted()) / \(want.outputs.sorted()): the bundle is refused; re-export it")
+        }
+    }
     /// config.json's file table: path -> sha256 (verify/ files are checked against it).
     public var fileSha256: [String: String] {
         var out: [String: String] = [:]
@@ -43,7 +66,7 @@ public struct BundleConfig {
     public var hasText: Bool { textModelFile != nil }
 
     public static let format = "mc2export-bundle"
-    public static let supportedVersion = 1
+    public static let supportedVersion = 2
     static let extensions = ["onnx": ".onnx", "executorch": ".pte", "coreml": ".mlpackage"]
 
     public func missingFiles(_ exists: (String) -> Bool) -> [String] {
@@ -59,9 +82,17 @@ public struct BundleConfig {
     }
 
     /// JSONSerialization gives NSNumber for numbers *and* booleans: tell them apart as Kotlin's parser does.
+    /// Apple: the CFBoolean singletons. Linux Foundation (no CoreFoundation re-export) marks a JSON boolean
+    /// with the Objective-C type code of BOOL ("c" or "B"); JSON numbers are parsed as Int or Double, never
+    /// as the 8-bit integers that share the code.
     static func isBool(_ v: Any?) -> Bool {
         guard let n = v as? NSNumber else { return false }
+        #if canImport(Darwin)
         return CFGetTypeID(n) == CFBooleanGetTypeID()
+        #else
+        let code = String(cString: n.objCType)
+        return code == "c" || code == "B"
+        #endif
     }
 
     static func describe(_ v: Any?) -> String {
@@ -109,16 +140,27 @@ public struct BundleConfig {
         return try l.enumerated().map { i, x in Float(try number(x, "\(what)[\(i)]")) }
     }
 
-    /// Parse config.json; `expectedRuntime` is the runtime this app runs ("coreml" on iOS).
-    public static func parse(_ data: Data, expectedRuntime: String?) throws -> BundleConfig {
-        guard let root = try? JSONSerialization.jsonObject(with: data), let c = root as? [String: Any] else {
-            throw BundleError("config.json is not valid JSON: re-export the bundle")
+    /// R0: bundle_version must be exactly the one this app reads (2); older bundles are re-exported.
+    static func checkVersion(_ v: Any?) throws {
+        guard let n = v as? NSNumber, !isBool(v), let version = Int(exactly: n.doubleValue) else {
+            throw BundleError("bundle_version \(describe(v)): written by another mc2export; re-export the bundle with this one")
         }
+        if version > supportedVersion {
+            throw BundleError("bundle_version \(version): written by a newer mc2export (this app reads \(supportedVersion)); update the app")
+        }
+        if version != supportedVersion {
+            throw BundleError("bundle_version \(version): written by another mc2export (this app reads \(supportedVersion)); re-export the bundle with this one")
+        }
+    }
+
+    /// Parse config.json; `expectedRuntime` is the runtime this app runs ("coreml" on iOS). Apps read a bundle
+    /// folder through BundleFolder (config.json.sha256, paths); this checks the content (R0, R5).
+    public static func parse(_ data: Data, expectedRuntime: String?) throws -> BundleConfig {
+        let c = try StrictJSON.object(data, "config.json", hint: "re-export the bundle")
         guard (c["format"] as? String) == format else {
             throw BundleError("this folder is not an mc2export bundle (config.json format is not \"\(format)\"): export one with `mc2export coreml --variant s0 --out DIR`")
         }
-        let version = try int(c["bundle_version"], default: 1, "bundle_version")
-        if version > supportedVersion { throw BundleError("bundle version \(version) is newer than this app understands (\(supportedVersion)): update the app") }
+        try checkVersion(c["bundle_version"])
         guard let runtime = c["runtime"] as? String, extensions[runtime] != nil else {
             throw BundleError("config.json: unknown runtime (expected onnx, executorch or coreml)")
         }
@@ -141,15 +183,20 @@ public struct BundleConfig {
         if std.contains(0) { throw BundleError("config.json: preprocess.std must not contain 0") }
         let tok = c["tokenizer"] as? [String: Any]
         let ctx = try int(present(tok?["context_length"]) ?? c["context_length"], default: 77, "context_length")
-        guard ctx >= 2 else { throw BundleError("config.json: context_length must be >= 2") }
+        guard (2...1024).contains(ctx) else { throw BundleError("config.json: context_length must be in 2..1024") }
         let embed = try int(c["embed_dim"], "embed_dim")
         guard embed >= 1 else { throw BundleError("config.json: embed_dim must be positive") }
+        guard embed <= 8192 else { throw BundleError("config.json: embed_dim must be at most 8192") }
+        guard let precision = c["precision"] as? String, Tier.of(precision) != nil else {
+            throw BundleError("config.json: precision \(describe(c["precision"])) is not one this app knows (fp32, fp16, bf16, int8, ...): update the app")
+        }
         var ls: Float = 100
         if let raw = present(c["logit_scale"]) { ls = Float(try number(raw, "logit_scale")) }
         guard ls > 0, ls.isFinite else { throw BundleError("config.json: logit_scale must be a positive number, got \(describe(c["logit_scale"]))") }
         var normalized = true
         if let raw = present(c["output_normalized"]) { normalized = try bool(raw, "output_normalized") }
         guard let models = c["models"] as? [String: Any] else { throw BundleError("config.json: models is missing (no model files listed)") }
+        for k in models.keys where k != "image" && k != "text" { throw BundleError("config.json: models.\(k.prefix(20)) is not a tower (image, text)") }
         let image = models["image"] as? [String: Any], text = models["text"] as? [String: Any]
         if image == nil && text == nil { throw BundleError("config.json: models lists neither an image nor a text model") }
         let ext = extensions[runtime]!
@@ -167,15 +214,45 @@ public struct BundleConfig {
         } else if runtime == "coreml" { kind = .pixelBuffer }
         var randomWeights = false
         if let raw = present((c["weights"] as? [String: Any])?["random_weights"]) { randomWeights = try bool(raw, "weights.random_weights") }
+        var io: [String: (inputs: [String], outputs: [String])] = [:]
+        var extra: [String] = []
+        for (tower, m) in [("image", image), ("text", text)] {
+            guard let m else { continue }
+            func names(_ side: String) throws -> [String]? {
+                guard let raw = present(m[side]) else { return nil }
+                guard let l = raw as? [Any] else { throw BundleError("config.json: models.\(tower).\(side) must be a list of {name, dtype, shape}") }
+                return try l.map { e in
+                    guard let n = (e as? [String: Any])?["name"] as? String else {
+                        throw BundleError("config.json: models.\(tower).\(side) must be a list of {name, dtype, shape}")
+                    }
+                    return n
+                }
+            }
+            let ins = try names("inputs"), outs = try names("outputs")
+            if ins != nil || outs != nil { io[tower] = (ins ?? [], outs ?? []) }
+            if let raw = present(m["files"]) {
+                guard let l = raw as? [String] else { throw BundleError("config.json: models.\(tower).files must be a list of paths") }
+                extra += l
+            }
+        }
+        let table = (c["files"] as? [String: Any]) ?? [:]
+        if present(c["files"]) != nil && !(c["files"] is [String: Any]) { throw BundleError("config.json: files must be the table of the bundle's files") }
+        for (name, f) in table {
+            guard let e = f as? [String: Any], let sha = e["sha256"] as? String, sha.utf8.count == 64,
+                  sha.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
+                  let b = e["bytes"] as? NSNumber, !isBool(b), b.doubleValue >= 0, b.doubleValue == b.doubleValue.rounded() else {
+                throw BundleError("config.json: files['\(name.prefix(80))'] must be {sha256: 64 hex digits, bytes: an integer}")
+            }
+        }
         var versions: [String: String] = [:]
         for (k, v) in (c["versions"] as? [String: Any]) ?? [:] { versions[k] = "\(v)" }
         return BundleConfig(
-            runtime: runtime, variant: variant, name: (c["name"] as? String) ?? variant, precision: (c["precision"] as? String) ?? "fp32",
+            runtime: runtime, variant: variant, name: (c["name"] as? String) ?? variant, precision: precision,
             resolution: resolution, interpolation: interp, mean: mean, std: std, contextLength: ctx, embedDim: embed,
             logitScale: ls, outputNormalized: normalized, imageModelFile: try file(image, "models.image"),
             textModelFile: try file(text, "models.text"), imageInput: kind,
             vocabFile: (tok?["vocab"] as? String) ?? "vocab.json", mergesFile: (tok?["merges"] as? String) ?? "merges.txt",
             randomWeights: randomWeights,
-            versions: versions, files: (c["files"] as? [String: Any]) ?? [:])
+            versions: versions, files: table, ioNames: io, modelExtraFiles: extra)
     }
 }

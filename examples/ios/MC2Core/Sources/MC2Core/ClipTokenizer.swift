@@ -14,7 +14,7 @@ public enum TokenizerError: Error, CustomStringConvertible {
 }
 
 /// One tokenized text: the int32 model row and what happened on the way.
-public struct TokenizedText {
+public struct TokenizedText: Sendable {
     /// `[SOT, ids..., EOT, 0, ...]`, exactly contextLength values.
     public let row: [Int32]
     /// Length of `[SOT] + ids + [EOT]` before truncation.

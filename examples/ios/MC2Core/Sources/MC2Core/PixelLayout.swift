@@ -4,8 +4,8 @@ import Foundation
 /// bitmapInfo / alphaInfo to this; the byte order is read with `.byteOrderMask`, never with `contains`:
 /// CGBitmapInfo's byte-order values are numbers in a 3-bit field, not flags -- byteOrder16Big (3 << 12) "contains"
 /// byteOrder32Little (2 << 12)). Pure logic, tested in MC2CoreTests.
-public struct PixelLayout: Equatable {
-    public enum ByteOrder: Equatable { case `default`, little16, little32, big16, big32 }
+public struct PixelLayout: Equatable, Sendable {
+    public enum ByteOrder: Equatable, Sendable { case `default`, little16, little32, big16, big32 }
 
     public let bytesPerPixel: Int   // 3 or 4
     public let alphaFirst: Bool     // ARGB / XRGB in the 32-bit word's order

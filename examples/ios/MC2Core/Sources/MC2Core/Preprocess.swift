@@ -30,7 +30,7 @@ public struct RGBAImage: Sendable {
 }
 
 /// PIL's filters (Resample.c): bilinear (support 1), bicubic (support 2, a = -0.5).
-public enum Interpolation: String {
+public enum Interpolation: String, Sendable {
     case bilinear, bicubic
 
     /// The config's name: "bilinear" / "bicubic", also PIL's constant names in upper case and with surrounding

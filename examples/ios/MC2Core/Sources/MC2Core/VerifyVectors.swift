@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(CryptoKit)
-import CryptoKit
-#endif
 
 /// The bundle's verification vectors (docs/bundle.md, "verify/: verification vectors") read strictly and run
 /// through the app's own models when a bundle loads. Twin of VerifyVectors.kt (tested on the JVM against the
@@ -97,7 +94,7 @@ public enum VerifyVectors {
         var bytes: Int { count * (dtype == "uint8" ? 1 : 4) }
     }
 
-    struct TowerPlan { let tower: String, inputs: ArrayFile, expected: ArrayFile, rows: Int }
+    struct TowerPlan { let tower: String, inputs: ArrayFile, expected: ArrayFile, rows: Int, tolerance: [String: Double] }
     struct Plan { let version: Int, precision: String?, tier: String?, tolerance: [String: Double], towers: [TowerPlan] }
 
     static func integer(_ v: Any?) -> Int? {
@@ -125,12 +122,14 @@ public enum VerifyVectors {
 
     /// Check the manifest against the bundle's config; the plan of what to run.
     static func parseManifest(_ data: Data, _ cfg: BundleConfig) throws -> Plan {
-        guard let root = try? JSONSerialization.jsonObject(with: data) else { throw VerifyError("manifest.json is not valid JSON") }
+        guard data.count <= BundleFolder.maxJSONBytes, StrictJSON.depth(data) <= BundleFolder.maxJSONDepth,
+              let root = try? JSONSerialization.jsonObject(with: data) else { throw VerifyError("manifest.json is not valid JSON") }
         guard let m = root as? [String: Any] else { throw VerifyError("manifest.json must be a JSON object") }
         guard let version = integer(m["version"]) else { throw VerifyError("manifest.json: version must be an integer") }
         if version > supportedVersion {
             throw VerifyError("manifest version \(version) is newer than this app understands (\(supportedVersion)): update the app")
         }
+        if version != supportedVersion { throw VerifyError("manifest version \(version) is not one this app reads (\(supportedVersion)): re-export the bundle") }
         guard (m["byte_order"] as? String) == "little" else {
             throw VerifyError("manifest.json: byte_order must be \"little\", got \(BundleConfig.describe(m["byte_order"]))")
         }
@@ -140,17 +139,9 @@ public enum VerifyVectors {
         guard BundleConfig.isBool(m["output_normalized"]), (m["output_normalized"] as! NSNumber).boolValue == cfg.outputNormalized else {
             throw VerifyError("manifest.json: output_normalized \(BundleConfig.describe(m["output_normalized"])) differs from config.json's \(cfg.outputNormalized)")
         }
-        guard let tol = m["tolerance"] as? [String: Any], let c = tol["cosine_min"] as? NSNumber, !BundleConfig.isBool(c),
-              c.doubleValue > 0, c.doubleValue <= 1 else {
-            throw VerifyError("manifest.json: tolerance.cosine_min must be a number in (0, 1]")
-        }
-        var tolerance = ["cosine_min": c.doubleValue]
-        if tol["max_abs_over_std"] != nil {
-            guard let k = tol["max_abs_over_std"] as? NSNumber, !BundleConfig.isBool(k), k.doubleValue > 0 else {
-                throw VerifyError("manifest.json: tolerance.max_abs_over_std must be a positive number")
-            }
-            tolerance["max_abs_over_std"] = k.doubleValue
-        }
+        // R3: the tolerance is the bundle precision's tier, in code; the manifest's numbers are informational
+        guard let bundleTier = Tier.of(cfg.precision) else { throw VerifyError("precision '\(cfg.precision)' has no tolerance tier this app knows") }
+        let tolerance = Tier.tolerance(bundleTier)
         guard let towers = m["towers"] as? [String: Any] else { throw VerifyError("manifest.json: towers is missing") }
         for k in towers.keys where k != "image" && k != "text" { throw VerifyError("manifest.json: unknown tower \"\(k)\"") }
         var plans: [TowerPlan] = []
@@ -189,34 +180,38 @@ public enum VerifyVectors {
             if name == "text", let t = tm["texts"], (t as? [Any])?.count != rows {
                 throw VerifyError("manifest.json: towers.text.texts must list \(rows) strings")
             }
-            plans.append(TowerPlan(tower: name, inputs: inputs, expected: expected, rows: rows))
+            if rows > 10000 { throw VerifyError("manifest.json: towers.\(name) has \(rows) rows (at most 10000)") }
+            // an `auto` bundle (OpenVINO) names each tower's own precision; its tier is taken from the table here
+            var towerTier = bundleTier
+            if cfg.precision == "auto", let p = tm["precision"] {
+                guard let ps = p as? String, let t = Tier.of(ps) else {
+                    throw VerifyError("manifest.json: towers.\(name).precision \(BundleConfig.describe(p)) has no tolerance tier this app knows")
+                }
+                towerTier = t
+            }
+            plans.append(TowerPlan(tower: name, inputs: inputs, expected: expected, rows: rows, tolerance: Tier.tolerance(towerTier)))
         }
         if plans.isEmpty { throw VerifyError("manifest.json lists no tower") }
-        return Plan(version: version, precision: m["precision"] as? String, tier: m["tier"] as? String, tolerance: tolerance, towers: plans)
+        return Plan(version: version, precision: cfg.precision, tier: bundleTier, tolerance: tolerance, towers: plans)
     }
 
-    static func sha256(_ d: Data) -> String? {
-        #if canImport(CryptoKit)
-        return SHA256.hash(data: d).map { String(format: "%02x", $0) }.joined()
-        #else
-        return nil
-        #endif
-    }
+    static func sha256(_ d: Data) -> String { Digest.sha256Hex(d) }
 
-    static func load(_ read: (String) -> Data?, _ f: ArrayFile, _ files: [String: String]) throws -> Data {
-        guard let d = read(f.file) else { throw VerifyError("\(f.file) is missing") }
+    static func load(_ read: (String) throws -> Data?, _ f: ArrayFile, _ files: [String: String]) throws -> Data {
+        guard let want = files[f.file], !want.isEmpty else { throw VerifyError("\(f.file) is not in config.json's files table") }
+        guard let d = try read(f.file) else { throw VerifyError("\(f.file) is missing") }
         if d.count != f.bytes { throw VerifyError("\(f.file) holds \(d.count) bytes, expected \(f.bytes) (\(f.dtype) \(f.shape))") }
-        if let want = files[f.file], !want.isEmpty, let got = sha256(d), got != want {
-            throw VerifyError("\(f.file) is damaged (sha256 differs from config.json)")
-        }
+        if sha256(d) != want { throw VerifyError("\(f.file) is damaged (sha256 differs from config.json)") }
         return d
     }
 
     /// Little-endian 32-bit words of `d` (explicit byte order: never the host's by accident).
     static func le32(_ d: Data) -> [UInt32] {
         let b = [UInt8](d)
-        return (0..<(b.count / 4)).map { i in
-            UInt32(b[i * 4]) | UInt32(b[i * 4 + 1]) << 8 | UInt32(b[i * 4 + 2]) << 16 | UInt32(b[i * 4 + 3]) << 24
+        return (0..<(b.count / 4)).map { (i: Int) -> UInt32 in
+            let lo = UInt32(b[i * 4]) | UInt32(b[i * 4 + 1]) << 8
+            let hi = UInt32(b[i * 4 + 2]) << 16 | UInt32(b[i * 4 + 3]) << 24
+            return lo | hi
         }
     }
 
@@ -253,10 +248,13 @@ public enum VerifyVectors {
 
     /// Run the vectors: `read` returns a bundle file (path relative to the bundle) or nil; `runImage` gets one
     /// R x R crop (the app feeds it as it feeds a photo's crop), `runText` one token row. Never throws.
-    public static func run(_ cfg: BundleConfig, read: (String) -> Data?, runImage: (CroppedImage) throws -> [Float],
+    public static func run(_ cfg: BundleConfig, read: (String) throws -> Data?, runImage: (CroppedImage) throws -> [Float],
                            runText: ([Int32]) throws -> [Float]) -> VerifyReport {
         do {
-            guard let m = read(manifest) else { return .absent() }
+            guard let m = try read(manifest) else { return .absent() }
+            guard let want = cfg.fileSha256[manifest], !want.isEmpty, sha256(m) == want else {
+                throw VerifyError("manifest.json is not covered by config.json's files table (edited or damaged)")
+            }
             let plan = try parseManifest(m, cfg)
             let d = cfg.embedDim
             let files = cfg.fileSha256
@@ -265,6 +263,7 @@ public enum VerifyVectors {
                 let inputs = [UInt8](try load(read, t.inputs, files))
                 let words = t.tower == "text" ? le32(Data(inputs)) : []
                 let expected = le32(try load(read, t.expected, files)).map { Float(bitPattern: $0) }
+                if !expected.allSatisfy({ $0.isFinite }) { throw VerifyError("\(t.expected.file) holds non-finite expected values") }
                 var got = [Float](repeating: 0, count: t.rows * d)
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 for r in 0..<t.rows {
@@ -280,7 +279,7 @@ public enum VerifyVectors {
                     got.replaceSubrange((r * d)..<((r + 1) * d), with: out)
                 }
                 let secs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                checks.append(compare(t.tower, got: got, expected: expected, rows: t.rows, dim: d, tolerance: plan.tolerance, seconds: secs))
+                checks.append(compare(t.tower, got: got, expected: expected, rows: t.rows, dim: d, tolerance: t.tolerance, seconds: secs))
             }
             return VerifyReport(status: checks.allSatisfy { $0.passed } ? "passed" : "failed", message: nil, manifestVersion: plan.version,
                                 precision: plan.precision, tier: plan.tier, tolerance: plan.tolerance, towers: checks)

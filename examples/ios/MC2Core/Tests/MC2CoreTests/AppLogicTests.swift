@@ -8,47 +8,12 @@ final class AppLogicTests: XCTestCase {
 
     // -- verify/ ---------------------------------------------------------------------------------------------
 
-    func f32(_ url: URL) throws -> [Float] {
-        VerifyVectors.le32(try Data(contentsOf: url)).map { Float(bitPattern: $0) }
-    }
-
-    struct Fixture { let cfg: BundleConfig; let files: [String: Data]; let wImg: [Float]; let wTxt: [Float] }
-
-    func fixture() throws -> Fixture {
-        let dir = Self.fixture
-        let cfg = try BundleConfig.parse(Data(contentsOf: dir.appendingPathComponent("config.json")), expectedRuntime: "onnx")
-        var files: [String: Data] = [:]
-        for name in try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("verify").path) {
-            files["verify/\(name)"] = try Data(contentsOf: dir.appendingPathComponent("verify/\(name)"))
-        }
-        return Fixture(cfg: cfg, files: files, wImg: try f32(dir.appendingPathComponent("fake_model/image_w.f32")),
-                       wTxt: try f32(dir.appendingPathComponent("fake_model/text_w.f32")))
-    }
-
-    func linear(_ w: [Float], _ x: [Double], _ d: Int) -> [Float] {
-        (0..<d).map { j in var s = 0.0; for k in 0..<x.count { s += Double(w[j * x.count + k]) * x[k] }; return Float(s) }
-    }
-
+    typealias Fixture = VerifyFixture.Fixture
+    func fixture() throws -> Fixture { try VerifyFixture.load() }
     func run(_ f: Fixture, files: [String: Data]? = nil, perturbTextRow: Int = -1) -> VerifyReport {
-        let fs = files ?? f.files
-        var textCalls = 0
-        return VerifyVectors.run(f.cfg, read: { fs[$0] },
-                                 runImage: { crop in self.linear(f.wImg, Preprocess.toUnitCHW(crop).map { Double($0) }, f.cfg.embedDim) },
-                                 runText: { row in
-                                     var e = self.linear(f.wTxt, row.map { Double($0) }, f.cfg.embedDim)
-                                     if textCalls == perturbTextRow { for i in stride(from: 0, to: e.count, by: 2) { e[i] += 0.3 * abs(e[i]) } }
-                                     textCalls += 1
-                                     return e
-                                 })
+        VerifyFixture.run(f, files: files, perturbTextRow: perturbTextRow)
     }
-
-    func manifest(_ f: Fixture, _ edit: (inout [String: Any]) -> Void) throws -> [String: Data] {
-        var m = try XCTUnwrap(JSONSerialization.jsonObject(with: f.files[VerifyVectors.manifest]!) as? [String: Any])
-        edit(&m)
-        var out = f.files
-        out[VerifyVectors.manifest] = try JSONSerialization.data(withJSONObject: m)
-        return out
-    }
+    func manifest(_ f: Fixture, _ edit: (inout [String: Any]) -> Void) throws -> [String: Data] { try VerifyFixture.manifest(f, edit) }
 
     func testVerifyVectorsPassWithTheirFigures() throws {
         let f = try fixture()
@@ -148,5 +113,63 @@ final class AppLogicTests: XCTestCase {
         XCTAssertEqual(DecodePlan.sampleSize(8000, 6000, minShortSide: 256), 2)
         XCTAssertEqual(DecodePlan.sampleSize(12000, 9000, minShortSide: 256), 4)
         XCTAssertEqual(DecodePlan.sampleSize(20000, 300, minShortSide: 256), 1)
+    }
+}
+
+/// The verify/ fixture bundle with linear "models" (shared by AppLogicTests and BundleRulesTests).
+enum VerifyFixture {
+    static func f32(_ url: URL) throws -> [Float] {
+        VerifyVectors.le32(try Data(contentsOf: url)).map { Float(bitPattern: $0) }
+    }
+
+    struct Fixture { let cfg: BundleConfig; let files: [String: Data]; let wImg: [Float]; let wTxt: [Float] }
+
+    static func load() throws -> Fixture {
+        let dir = AppLogicTests.fixture
+        let cfg = try BundleConfig.parse(Data(contentsOf: dir.appendingPathComponent("config.json")), expectedRuntime: "onnx")
+        var files: [String: Data] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("verify").path) {
+            files["verify/\(name)"] = try Data(contentsOf: dir.appendingPathComponent("verify/\(name)"))
+        }
+        return Fixture(cfg: cfg, files: files, wImg: try f32(dir.appendingPathComponent("fake_model/image_w.f32")),
+                       wTxt: try f32(dir.appendingPathComponent("fake_model/text_w.f32")))
+    }
+
+    static func linear(_ w: [Float], _ x: [Double], _ d: Int) -> [Float] {
+        (0..<d).map { j in var s = 0.0; for k in 0..<x.count { s += Double(w[j * x.count + k]) * x[k] }; return Float(s) }
+    }
+
+    /// The config as an exporter would have sealed it for these files' manifest (its sha256 in the files
+    /// table): a manifest edit is then checked by the manifest rules, not stopped by the checksum.
+    static func sealed(_ f: Fixture, _ fs: [String: Data]) throws -> BundleConfig {
+        var c = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: AppLogicTests.fixture.appendingPathComponent("config.json"))) as? [String: Any])
+        var table = c["files"] as! [String: Any]
+        if let m = fs[VerifyVectors.manifest] {
+            table[VerifyVectors.manifest] = ["sha256": Digest.sha256Hex(m), "bytes": m.count]
+        }
+        c["files"] = table
+        return try BundleConfig.parse(JSONSerialization.data(withJSONObject: c), expectedRuntime: "onnx")
+    }
+
+    static func run(_ f: Fixture, files: [String: Data]? = nil, perturbTextRow: Int = -1) -> VerifyReport {
+        let fs = files ?? f.files
+        var textCalls = 0
+        let cfg = (try? sealed(f, fs)) ?? f.cfg
+        return VerifyVectors.run(cfg, read: { fs[$0] },
+                                 runImage: { crop in linear(f.wImg, Preprocess.toUnitCHW(crop).map { Double($0) }, f.cfg.embedDim) },
+                                 runText: { row in
+                                     var e = linear(f.wTxt, row.map { Double($0) }, f.cfg.embedDim)
+                                     if textCalls == perturbTextRow { for i in stride(from: 0, to: e.count, by: 2) { e[i] += 0.3 * abs(e[i]) } }
+                                     textCalls += 1
+                                     return e
+                                 })
+    }
+
+    static func manifest(_ f: Fixture, _ edit: (inout [String: Any]) -> Void) throws -> [String: Data] {
+        var m = try XCTUnwrap(JSONSerialization.jsonObject(with: f.files[VerifyVectors.manifest]!) as? [String: Any])
+        edit(&m)
+        var out = f.files
+        out[VerifyVectors.manifest] = try JSONSerialization.data(withJSONObject: m)
+        return out
     }
 }

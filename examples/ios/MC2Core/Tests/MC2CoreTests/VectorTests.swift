@@ -1,8 +1,5 @@
 import XCTest
 @testable import MC2Core
-#if canImport(ImageIO)
-import ImageIO
-#endif
 
 /// The Swift ports against examples/shared/vectors -- the same checks as the Kotlin JUnit tests.
 /// Tokenizer: by default the committed slice of CLIP's vocabulary that these strings need
@@ -93,44 +90,38 @@ final class VectorTests: XCTestCase {
         }
     }
 
-    #if canImport(ImageIO)
-    /// Decode a PNG without colour management or premultiplication (the decoded provider bytes).
-    func readPNG(_ url: URL) throws -> RGBAImage {
-        let src = try XCTUnwrap(CGImageSourceCreateWithURL(url as CFURL, nil))
-        let cg = try XCTUnwrap(CGImageSourceCreateImageAtIndex(src, 0, [kCGImageSourceShouldCache: false] as CFDictionary))
-        let data = try XCTUnwrap(cg.dataProvider?.data) as Data
-        let bpp = cg.bitsPerPixel / 8
-        XCTAssert(cg.bitsPerComponent == 8 && (bpp == 3 || bpp == 4), "unexpected PNG layout")
-        let info = cg.alphaInfo
-        XCTAssert(![.premultipliedFirst, .premultipliedLast].contains(info), "premultiplied PNG decode: values would be rounded")
-        let hasAlpha = [.first, .last].contains(info)
-        let layout = PixelLayout(bytesPerPixel: bpp, alphaFirst: [.first, .noneSkipFirst].contains(info), hasAlpha: hasAlpha,
-                                 byteOrder: PixelLayout.byteOrder(fromField: cg.bitmapInfo.rawValue & CGBitmapInfo.byteOrderMask.rawValue))
-        let px = data.withUnsafeBytes { raw in layout.pixels(raw, width: cg.width, height: cg.height, bytesPerRow: cg.bytesPerRow) }
-        return RGBAImage(width: cg.width, height: cg.height, pixels: px, hasAlpha: hasAlpha)
-    }
-
+    /// Pillow's preprocessing, byte for byte, on every platform: the PNGs are decoded by the test's own PNG
+    /// reader (checked against the vectors' hash of the stored pixels), the crop is compared by its hash
+    /// (`u8_hwc_sha256`) and, for the message, pixel by pixel with the committed crop PNG.
     func testPreprocessingMatchesPythonByteForByte() throws {
         let images = try json("images.json")
         var failures: [String] = []
-        for c in images["cases"] as! [[String: Any]] {
+        var decoded: [String: RGBAImage] = [:]
+        for meta in images["images"] as! [[String: Any]] {
+            guard let want = meta["pixels_sha256"] as? String else { continue }
+            let name = meta["file"] as! String
+            let data = try Data(contentsOf: Self.vectors.appendingPathComponent("images/\(name)"))
+            let raw = try PNGDecoder.decodeBytes(data)
+            XCTAssertEqual(Digest.sha256Hex(Data(raw.bytes)), want, "\(name): the test's PNG decoder disagrees with Pillow")
+            decoded[name] = RGBAImage(width: raw.width, height: raw.height, bytes: raw.bytes, channels: raw.channels)
+        }
+        let cases = images["cases"] as! [[String: Any]]
+        XCTAssertEqual(cases.count, 18)
+        for c in cases {
             let name = c["image"] as! String
             let url = Self.vectors.appendingPathComponent("images/\(name)")
             let orient = ExifOrientation.read([UInt8](try Data(contentsOf: url)))
             let interp = Interpolation(rawValue: c["interpolation"] as! String)!
-            let crop = Preprocess.prepare(try readPNG(url), orientation: orient, resolution: (c["resolution"] as! NSNumber).intValue,
+            let image = try XCTUnwrap(decoded[name], name)
+            let crop = Preprocess.prepare(image, orientation: orient, resolution: (c["resolution"] as! NSNumber).intValue,
                                           interpolation: interp)
-            let expected = try readPNG(Self.vectors.appendingPathComponent("images/\(c["crop_png"] as! String)"))
-            var diff = 0
-            for i in 0..<(crop.size * crop.size) {
-                let p = expected.pixels[i]
-                if crop.rgb[i * 3] != UInt8((p >> 16) & 0xFF) || crop.rgb[i * 3 + 1] != UInt8((p >> 8) & 0xFF) || crop.rgb[i * 3 + 2] != UInt8(p & 0xFF) { diff += 1 }
-            }
-            if diff > 0 { failures.append("\(name) @ \(c["resolution"]!) \(interp): \(diff) pixels differ") }
+            if Digest.sha256Hex(Data(crop.rgb)) == c["u8_hwc_sha256"] as? String { continue }
+            let expected = try PNGDecoder.decodeBytes(try Data(contentsOf: Self.vectors.appendingPathComponent("images/\(c["crop_png"] as! String)")))
+            let diff = zip(crop.rgb, expected.bytes).filter { $0 != $1 }.count
+            failures.append("\(name) @ \(c["resolution"]!) \(interp): the crop's hash differs (\(diff) bytes differ from the crop PNG)")
         }
         XCTAssert(failures.isEmpty, failures.joined(separator: "\n"))
     }
-    #endif
 
     func testLabelsAndTruncation() throws {
         if case .success(let l) = ZeroShot.parseLabels(" cat, dog ,\n red   car ,, ") { XCTAssertEqual(l, ["cat", "dog", "red car"]) } else { XCTFail() }
@@ -147,7 +138,7 @@ final class VectorTests: XCTestCase {
 
     func testBundleConfigErrors() throws {
         func cfg(_ edit: (inout [String: Any]) -> Void) throws -> Data {
-            var c: [String: Any] = ["format": "mc2export-bundle", "bundle_version": 1, "runtime": "coreml", "variant": "mobileclip2-s0",
+            var c: [String: Any] = ["format": "mc2export-bundle", "bundle_version": 2, "runtime": "coreml", "variant": "mobileclip2-s0", "precision": "fp16",
                                     "batch": 1, "preprocess": ["resolution": 256, "resize": "shortest", "crop": "center",
                                                                "interpolation": "bilinear", "mean": [0, 0, 0], "std": [1, 1, 1]],
                                     "embed_dim": 512, "logit_scale": 100.0,
