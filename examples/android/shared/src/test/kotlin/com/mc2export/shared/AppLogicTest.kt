@@ -232,36 +232,6 @@ class AppLogicTest {
     }
 
     @Test
-    fun photoIndexSearchAndPersistence() {
-        val idx = EmbeddingIndex("mobileclip2-s0", "executorch", "fp32", 3)
-        idx.put("content://1", 10L, floatArrayOf(1f, 0f, 0f))
-        idx.put("content://2", 11L, floatArrayOf(0f, 1f, 0f))
-        idx.put("content://3", 12L, floatArrayOf(0.9f, 0.1f, 0f))
-        idx.put("content://2", 13L, floatArrayOf(0f, 0f, 5f))  // replaced (photo edited)
-        assertEquals(3, idx.size)
-        assertTrue(idx.contains("content://2", 13L))
-        assertFalse(idx.contains("content://2", 11L))
-        val hits = idx.search(floatArrayOf(2f, 0f, 0f), 2)
-        assertEquals(listOf("content://1", "content://3"), hits.map { it.key })
-        assertEquals(1f, hits[0].score, 1e-6f)
-        val buf = ByteArrayOutputStream()
-        idx.write(buf)
-        val back = EmbeddingIndex.read(ByteArrayInputStream(buf.toByteArray()), "mobileclip2-s0", "executorch", "fp32", 3)!!
-        assertEquals(3, back.size)
-        assertEquals(hits.map { it.key }, back.search(floatArrayOf(2f, 0f, 0f), 2).map { it.key })
-        assertNull(EmbeddingIndex.read(ByteArrayInputStream(buf.toByteArray()), "mobileclip2-s2", "executorch", "fp32", 3))
-        assertNull(EmbeddingIndex.read(ByteArrayInputStream(byteArrayOf(1, 2, 3)), "mobileclip2-s0", "executorch", "fp32", 3))
-        back.retain { it != "content://1" }
-        assertEquals(2, back.size)
-        try {
-            idx.put("x", 0L, floatArrayOf(1f))
-            fail("expected an error")
-        } catch (e: IllegalArgumentException) {
-            assertTrue(e.message!!.contains("3-d"))
-        }
-    }
-
-    @Test
     fun statisticsMatchTheHarness() {
         // numpy.percentile([...], [50, 90, 99]) of these samples: 5.5, 9.1, 9.91
         val xs = listOf(10.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0)
