@@ -24,10 +24,9 @@ class IndexHeader(val variant: String, val precision: String, val bundleSha256: 
 
     override fun toString() = "$variant $precision (config ${bundleSha256.take(12)}, $dim-d)"
 
-    /** The header JSON as the Python reference writes it (sorted keys, compact separators, ASCII). */
-    fun json(): String = Json.write(sortedMapOf<String, Any?>(
-        "bundle_sha256" to bundleSha256, "dim" to dim, "precision" to precision, "variant" to variant,
-        "vector_dtype" to vectorDtype), pretty = false)
+    /** The header JSON as the Python reference writes it (json.dumps: sorted keys, compact, ASCII escapes). */
+    fun json(): String = "{\"bundle_sha256\":${ascii(bundleSha256)},\"dim\":$dim,\"precision\":${ascii(precision)}," +
+        "\"variant\":${ascii(variant)},\"vector_dtype\":${ascii(vectorDtype)}}"
 
     /** magic, version, hlen, JSON: the first bytes of every index file. */
     fun encode(): ByteArray {
@@ -39,6 +38,23 @@ class IndexHeader(val variant: String, val precision: String, val bundleSha256: 
 
     companion object {
         private val SHA256 = Regex("[0-9a-f]{64}")
+
+        /** A JSON string as Python's json.dumps writes it (ensure_ascii): byte-identical headers across ports. */
+        fun ascii(s: String): String {
+            val sb = StringBuilder("\"")
+            for (c in s) when {
+                c == '"' -> sb.append("\\\"")
+                c == '\\' -> sb.append("\\\\")
+                c == '\n' -> sb.append("\\n")
+                c == '\r' -> sb.append("\\r")
+                c == '\t' -> sb.append("\\t")
+                c == '\b' -> sb.append("\\b")
+                c == '\u000c' -> sb.append("\\f")
+                c < ' ' || c > '~' -> sb.append(String.format("\\u%04x", c.toInt()))
+                else -> sb.append(c)
+            }
+            return sb.append('"').toString()
+        }
 
         /** The header JSON's object (every field required, of its type). */
         fun fromJson(text: String): IndexHeader {

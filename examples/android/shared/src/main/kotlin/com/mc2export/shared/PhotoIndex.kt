@@ -155,10 +155,16 @@ class PhotoIndex private constructor(val file: File, val header: IndexHeader, pr
     }
 
     companion object {
-        /** One embedding as the format stores it: L2-normalized (double sum as numpy), fp16 bits. */
+        /**
+         * One embedding as the format stores it, bit for bit as the Python reference: the norm summed in double,
+         * rounded to float, the division in float32, then fp16 (nearest even). Zero or non-finite: refused.
+         */
         fun encodeVector(v: FloatArray, out: ShortArray, offset: Int) {
-            val n = ZeroShot.l2normalize(v)
-            for (i in n.indices) out[offset + i] = Fp16.fromFloat(n[i])
+            var s = 0.0
+            for (x in v) s += x.toDouble() * x
+            val n = Math.sqrt(s).toFloat()
+            require(n > 0f && !n.isInfinite() && !n.isNaN()) { "embedding is zero or not finite: nothing to index" }
+            for (i in v.indices) out[offset + i] = Fp16.fromFloat(v[i] / n)
         }
 
         /**

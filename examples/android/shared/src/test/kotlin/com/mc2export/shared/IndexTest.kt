@@ -208,6 +208,91 @@ class IndexTest {
         assertEquals(store.size, store.search(q, n * 2).size)
     }
 
+    // -- the shared conformance vectors (examples/shared/vectors/index, written by mc2export.appindex) ---------
+
+    private val vdir: File get() = File(Vectors.dir, "index")
+    private fun expected() = J.obj(Json.parse(File(vdir, "expected.json").readText(Charsets.UTF_8)), "expected.json")
+    private fun headerOf(m: Any?): IndexHeader = IndexHeader.fromJson(Json.write(m, pretty = false))
+
+    @Test
+    fun sharedVectorsLibraryReplaysAndSearchesAsPython() {
+        val e = expected()
+        val h = headerOf(e["header"])
+        val r = PhotoIndex.read(File(vdir, "library.mc2i"), h)
+        val live = Vectors.objs(e["live"])
+        assertEquals(live.map { it["key"] as String }, r.store.liveKeys())
+        for (x in live) assertEquals(x["stamp"] as Long, r.store.stamp(x["key"] as String))
+        assertEquals((e["records"] as Long), r.records)
+        assertEquals((e["valid_length"] as Long), r.validLength)
+        assertEquals(0L, r.droppedBytes)
+        val bitsWant = J.list(e["first_vector_bits"], "first_vector_bits")
+        val floatsWant = J.list(e["first_vectors"], "first_vectors")
+        for (i in bitsWant.indices) {
+            val got = r.store.vectorBits(live[i]["key"] as String)!!
+            assertArrayEquals(J.ints(bitsWant[i], "bits"), IntArray(got.size) { got[it].toInt() and 0xFFFF })
+            val fl = J.list(floatsWant[i], "floats")
+            for (j in got.indices) assertEquals(J.double(fl[j], "f").toFloat(), Fp16.toFloat(got[j]), 0f)
+        }
+        val all = java.io.ByteArrayOutputStream()
+        for (k in r.store.liveKeys()) for (b in r.store.vectorBits(k)!!) { all.write(b.toInt() and 0xFF); all.write((b.toInt() shr 8) and 0xFF) }
+        assertEquals(e["vectors_sha256"], Vectors.sha256(all.toByteArray()))
+        val tol = J.double(e["score_tolerance"], "score_tolerance").toFloat()
+        var n = 0
+        for (s in Vectors.objs(e["searches"])) {
+            val q = J.list(s["query"], "query").map { J.double(it, "q").toFloat() }.toFloatArray()
+            val hits = r.store.search(q, J.int(s["k"], "k"))
+            assertEquals(J.list(s["keys"], "keys"), hits.map { it.key })
+            val scores = J.list(s["scores"], "scores")
+            for (i in hits.indices) assertEquals(J.double(scores[i], "score").toFloat(), hits[i].score, tol)
+            n++
+        }
+        println("index-vectors: ${live.size} live photos, $n searches as Python")
+    }
+
+    @Test
+    fun sharedVectorsTornCorruptAndOtherModel() {
+        val e = expected()
+        val h = headerOf(e["header"])
+        for (name in listOf("torn", "corrupt")) {
+            val t = J.obj(e[name], name)
+            val f = File(vdir, t["file"] as String)
+            val r = PhotoIndex.read(f, h)
+            assertEquals(name, J.int(t["live"], "live"), r.store.size)
+            assertEquals(name, t["records"] as Long, r.records)
+            assertEquals(name, t["valid_length"] as Long, r.validLength)
+            assertEquals(name, t["dropped"] as Long, r.droppedBytes)
+            val copy = File(tmpDir(), "$name.mc2i")  // opening for append truncates (the shared file stays as it is)
+            f.copyTo(copy)
+            PhotoIndex.open(copy, h).use { assertEquals(t["valid_length"] as Long, copy.length()) }
+        }
+        val o = J.obj(e["other_model"], "other_model")
+        try {
+            PhotoIndex.read(File(vdir, o["file"] as String), h)
+            fail("another model's index must be refused")
+        } catch (x: IndexException) {
+            assertTrue(x.message!!, x.message!!.contains("another model"))
+        }
+        assertEquals("mobileclip2-s2", PhotoIndex.read(File(vdir, o["file"] as String)).header.variant)
+    }
+
+    @Test
+    fun sharedVectorsWriterIsByteIdenticalToPython() {
+        val w = J.obj(Json.parse(File(vdir, "writer.json").readText(Charsets.UTF_8)), "writer.json")
+        val h = headerOf(w["header"])
+        val f = File(tmpDir(), "written.mc2i")
+        val ops = Vectors.objs(w["operations"]).map { o ->
+            if (o["op"] == "put") IndexOp.put(o["key"] as String, o["stamp"] as Long,
+                J.list(o["vector"], "vector").map { J.double(it, "v").toFloat() }.toFloatArray())
+            else IndexOp.delete(o["key"] as String)
+        }
+        PhotoIndex.create(f, h).use { idx ->
+            idx.append(ops.subList(0, 7))  // batches of any size give the same bytes
+            for (op in ops.subList(7, ops.size)) idx.append(listOf(op))
+        }
+        assertEquals(w["bytes"] as Long, f.length())
+        assertEquals(w["sha256"], Vectors.sha256(f.readBytes()))
+    }
+
     /**
      * A child JVM appends batches in a loop and reports each one after append() returned; it is killed with
      * SIGKILL (destroyForcibly) mid-run. Reopened, the file is valid and holds every reported batch: at most the
