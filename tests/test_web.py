@@ -616,3 +616,106 @@ def test_tables_are_pythons(page):
     pkg = json.loads((WEB / "package.json").read_text())
     lock = json.loads((WEB / "package-lock.json").read_text())
     assert pkg["dependencies"]["onnxruntime-web"] == got["ort"] == lock["packages"]["node_modules/onnxruntime-web"]["version"]
+
+
+# -- the photo index (docs/app_index.md) --------------------------------------------------------------------------
+
+INDEX_VECTORS = VECTORS / "index"
+
+
+def test_photo_index_reads_searches_and_writes_the_shared_vectors(page):
+    """mc2/photoindex.js on the conformance vectors of mc2export.appindex: replay to the same live keys, stamps
+    and fp16 bits, the same top-k (keys, scores within the tolerance), the torn and corrupt files kept up to
+    their last whole record, another model's index refused, and the writer's file byte-identical to Python's."""
+    expected = json.loads((INDEX_VECTORS / "expected.json").read_text(encoding="utf-8"))
+    writer = json.loads((INDEX_VECTORS / "writer.json").read_text(encoding="utf-8"))
+    got = page.evaluate("""async ([e, w]) => {
+      const pi = await import("/mc2/photoindex.js");
+      const bytes = async (f) => new Uint8Array(await (await fetch("/vectors/index/" + f)).arrayBuffer());
+      const hex = async (buf) => Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", buf)), (b) => b.toString(16).padStart(2, "0")).join("");
+      const idx = pi.PhotoIndex.replay(await bytes("library.mc2i"), e.header);
+      const keys = idx.keys();
+      const all = new Uint16Array(keys.length * idx.dim);
+      keys.forEach((k, i) => all.set(idx.vectorBits(k), i * idx.dim));
+      const out = { keys, stamps: keys.map((k) => idx.stamp(k)), records: idx.records, valid: idx.validLength,
+                    dropped: idx.droppedBytes, firstBits: keys.slice(0, 3).map((k) => Array.from(idx.vectorBits(k))),
+                    sha: await hex(all), searches: e.searches.map((s) => idx.search(Float32Array.from(s.query), s.k)) };
+      for (const name of ["torn", "corrupt"]) {
+        const t = pi.PhotoIndex.replay(await bytes(e[name].file), e.header);
+        out[name] = { live: t.size, records: t.records, valid: t.validLength, dropped: t.droppedBytes, last: t.keys().at(-1) };
+      }
+      try { pi.PhotoIndex.replay(await bytes("other_model.mc2i"), e.header); out.other = "read"; }
+      catch (x) { out.other = x.name + ": " + x.message; }
+      out.otherAny = pi.PhotoIndex.replay(await bytes("other_model.mc2i")).header.variant;
+      const wi = new pi.PhotoIndex(w.header);  // batches of any size give the same bytes
+      const parts = [pi.encodeHeader(w.header), wi.encodeBatch(w.operations.slice(0, 7).map((o) => o.op === "put" ? o : { key: o.key, delete: true }))];
+      for (const o of w.operations.slice(7)) parts.push(wi.encodeBatch([o.op === "put" ? o : { key: o.key, delete: true }]));
+      const file = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      let off = 0;
+      for (const p of parts) { file.set(p, off); off += p.length; }
+      out.writer = { bytes: file.length, sha: await hex(file), length: wi.validLength };
+      const c = pi.PhotoIndex.replay(wi.compactBytes(), w.header);  // compaction keeps order, stamps and bits
+      out.compacted = { keys: c.keys(), same: c.keys().every((k) => wi.vectorBits(k).every((b, i) => b === c.vectorBits(k)[i])), dead: c.deadBytes };
+      return out;
+    }""", [expected, writer])
+    assert got["keys"] == [x["key"] for x in expected["live"]]
+    assert got["stamps"] == [x["stamp"] for x in expected["live"]]
+    assert (got["records"], got["valid"], got["dropped"]) == (expected["records"], expected["valid_length"], 0)
+    assert got["firstBits"] == expected["first_vector_bits"] and got["sha"] == expected["vectors_sha256"]
+    for s, hits in zip(expected["searches"], got["searches"]):
+        assert [h["key"] for h in hits] == s["keys"], s["k"]
+        assert np.allclose([h["score"] for h in hits], s["scores"], atol=expected["score_tolerance"], rtol=0)
+    for name in ("torn", "corrupt"):
+        t = expected[name]
+        assert (got[name]["live"], got[name]["records"], got[name]["valid"], got[name]["dropped"]) == \
+            (t["live"], t["records"], t["valid_length"], t["dropped"]), name
+    assert got["torn"]["last"] == expected["torn"]["last_key"]
+    assert got["other"].startswith("IndexError: this photo index was built by another model"), got["other"]
+    assert got["otherAny"] == "mobileclip2-s2"
+    assert got["writer"] == {"bytes": writer["bytes"], "sha": writer["sha256"], "length": writer["bytes"]}
+    assert got["compacted"] == {"keys": got["keys"], "same": True, "dead": 0}
+
+
+def test_photo_index_persists_across_page_loads(browser, server):
+    """The journal in IndexedDB: batches appended, the page reloaded, the same index replayed; compaction in one
+    transaction; another model's journal refused unless the user agrees to replace it."""
+    script = """async ([step, dim]) => {
+      const pi = await import("/mc2/photoindex.js");
+      const h = { variant: "mobileclip2-s0", precision: "fp32", bundle_sha256: "ab".repeat(32), dim, vector_dtype: "float16" };
+      const vec = (i) => Float32Array.from({ length: dim }, (_, j) => Math.sin(i * 7 + j));
+      if (step === "write") {
+        const p = await pi.openPersistent(h, { name: "t" });
+        for (let b = 0; b < 5; b++) await p.append(Array.from({ length: 10 }, (_, i) => ({ key: `photo-${b * 10 + i}`, stamp: b * 10 + i, vector: vec(b * 10 + i) })));
+        await p.append([{ key: "photo-3", delete: true }, { key: "photo-4", stamp: 99, vector: vec(99) }]);
+        p.journal.close();
+        return { size: p.index.size };
+      }
+      if (step === "read") {
+        const p = await pi.openPersistent(h, { name: "t" });
+        const out = { size: p.index.size, stamp4: p.index.stamp("photo-4"), has3: p.index.stamp("photo-3"), dead: p.index.deadBytes > 0,
+                      top: p.index.search(vec(17), 1)[0].key, before: p.index.validLength };
+        await p.compact();
+        const again = pi.PhotoIndex.replay(await p.journal.load(), h);
+        out.after = { size: again.size, length: again.validLength, keys: again.keys().join() === p.index.keys().join(), dead: again.deadBytes };
+        p.journal.close();
+        try { await pi.openPersistent({ ...h, variant: "mobileclip2-s2" }, { name: "t", confirmReplace: async () => false }); out.other = "opened"; }
+        catch (e) { out.other = e.name + ": " + e.message; }
+        const fresh = await pi.openPersistent({ ...h, variant: "mobileclip2-s2" }, { name: "t", confirmReplace: async () => true });
+        out.replaced = fresh.index.size;
+        fresh.journal.close();
+        return out;
+      }
+    }"""
+    pg = browser.new_page()
+    pg.goto(server.base + "index.html")
+    assert pg.evaluate(script, ["write", 24]) == {"size": 49}
+    pg.close()
+    pg = browser.new_page()  # a new page of the same profile: what a reload sees
+    pg.goto(server.base + "index.html")
+    got = pg.evaluate(script, ["read", 24])
+    pg.close()
+    assert got["size"] == 49 and got["stamp4"] == 99 and got["has3"] is None and got["dead"] and got["top"] == "photo-17"
+    assert got["after"]["size"] == 49 and got["after"]["keys"] and got["after"]["dead"] == 0
+    assert got["after"]["length"] < got["before"]
+    assert got["other"].startswith("IndexError: this photo index was built by another model"), got["other"]
+    assert got["replaced"] == 0
