@@ -127,8 +127,10 @@ def test_kotlin_shared_code_matches_python(tmp_path):
 
     get_tokenizer().export_vocab(tmp_path / "vocab")  # the tokenizer loads vocab.json + merges.txt, as in a bundle
     bench = tmp_path / "bench.json"
-    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench),
-               MC2_VERIFY=str(FIXTURES / "verify-bundle"))
+    from bundle_v2 import v2_copy
+
+    verify = v2_copy(FIXTURES / "verify-bundle", tmp_path / "verify-bundle")  # a no-op copy once the fixture is v2
+    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench), MC2_VERIFY=str(verify))
     r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]

@@ -19,7 +19,7 @@ class AppLogicTest {
         else linkedMapOf("name" to "image", "dtype" to "float32", "shape" to listOf(1, 3, 256, 256), "range" to listOf(0.0, 1.0),
             "normalization" to "none needed (mean 0, std 1)")
         val c = linkedMapOf<String, Any?>(
-            "format" to "mc2export-bundle", "bundle_version" to 1, "runtime" to runtime,
+            "format" to "mc2export-bundle", "bundle_version" to 2, "runtime" to runtime,
             "variant" to "mobileclip2-s0", "name" to "MobileCLIP2-S0", "precision" to "fp32", "batch" to 1, "resolution" to 256,
             "preprocess" to linkedMapOf("resolution" to 256, "resize" to "shortest", "crop" to "center",
                 "interpolation" to "bilinear", "mean" to listOf(0.0, 0.0, 0.0), "std" to listOf(1.0, 1.0, 1.0)),
@@ -30,7 +30,7 @@ class AppLogicTest {
                 "text" to linkedMapOf("file" to "text$ext")),
             "weights" to linkedMapOf("source" to "checkpoint", "random_weights" to false),
             "versions" to linkedMapOf("mc2export" to "0.1.0", "executorch" to "1.4.1"),
-            "files" to linkedMapOf("image$ext" to linkedMapOf("sha256" to "x", "bytes" to 1))
+            "files" to linkedMapOf("image$ext" to linkedMapOf("sha256" to "ab".repeat(32), "bytes" to 1))
         )
         edit(c)
         return Json.write(c)
@@ -105,7 +105,7 @@ class AppLogicTest {
         expectError(config { it["output_normalized"] = "yes" }, "executorch", "output_normalized must be true or false")
         expectError(config { it["logit_scale"] = "100" }, "executorch", "logit_scale must be a number")
         expectError(config { it["logit_scale"] = -1.0 }, "executorch", "logit_scale must be a positive number")
-        expectError(config { it["embed_dim"] = 0L }, "executorch", "embed_dim must be positive")
+        expectError(config { it["embed_dim"] = 0L }, "executorch", "embed_dim 0 is outside 1..8192")
         expectError(config { it["embed_dim"] = true }, "executorch", "embed_dim must be an integer")
         expectError(config { m ->
             @Suppress("UNCHECKED_CAST")
