@@ -78,6 +78,24 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def app_bundles(app_bundles, tmp_path_factory):
+    """The session's ONNX bundles as the app reads them: bundle_version 2 with config.json.sha256
+    (tests/bundle_v2.py: a plain copy where the exporter already writes version 2)."""
+    from bundle_v2 import v2_copy
+
+    class V2:
+        def __init__(self):
+            self.done = {}
+
+        def __getitem__(self, key):
+            if key not in self.done:
+                self.done[key] = v2_copy(app_bundles[key], tmp_path_factory.mktemp("v2") / key)
+            return self.done[key]
+
+    return V2()
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -348,6 +366,9 @@ def _damaged(bundle: Path, root: Path, name: str, edit) -> Path:
         else:
             shutil.copy(f, d / f.name)
     edit(d)
+    from bundle_v2 import seal
+
+    seal(d)  # config.json edited on purpose: these cases test verify/, not the config checksum
     return d
 
 
@@ -392,8 +413,30 @@ def _flip_byte(d: Path):
     p.write_bytes(bytes(b))
 
 
+def _nan_expected(d: Path):
+    p = d / "verify" / "image_expected.f32"
+    a = np.fromfile(p, "<f4")
+    a[3] = np.nan
+    a.astype("<f4").tofile(p)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["files"]["verify/image_expected.f32"]["sha256"] = hashlib.sha256(p.read_bytes()).hexdigest()
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _loose_and_perturbed(d: Path):
+    _perturb_expected(d)
+    _edit_manifest(tolerance={"cosine_min": -1.0, "max_abs_over_std": 1e9})(d)
+
+
 CASES = {
     "perturbed": (_perturb_expected, "failed", ["text: 6 rows", "FAIL - cosine min"]),
+    # the reading rules (issue 23): the tolerance is the tier's in code, whatever the manifest says
+    "loose_tolerance": (_loose_and_perturbed, "failed", ["tier fp32: cosine >= 0.99999", "FAIL - cosine min"]),
+    "nan": (_nan_expected, "error", ["image_expected.f32 holds NaN or infinite values"]),
+    "precision": (_edit_manifest(precision="int8"), "error", ["precision \"int8\" differs from config.json's \"fp32\""]),
+    "older": (_edit_manifest(version=0), "error", ["manifest version 0 is not one this app reads"]),
+    "climbs": (_edit_manifest(**{"towers.image.expected.file": "verify/../config.json"}), "error", ["must be a path inside verify/"]),
+    "rows": (_edit_manifest(**{"towers.text.inputs.shape": [20000, 77]}), "error", ["text inputs hold 20000 rows (at most 10000)"]),
     "big_endian": (_edit_manifest(byte_order="big"), "error", ['byte_order must be "little"']),
     "newer": (_edit_manifest(version=2), "error", ["manifest version 2 is newer than this app understands"]),
     "shape": (_edit_manifest(**{"towers.image.inputs.shape": [4, 224, 224, 3]}), "error", ["is not [N, 256, 256, 3]"]),
@@ -719,3 +762,58 @@ def test_photo_index_persists_across_page_loads(browser, server):
     assert got["after"]["length"] < got["before"]
     assert got["other"].startswith("IndexError: this photo index was built by another model"), got["other"]
     assert got["replaced"] == 0
+
+
+def test_bundle_reading_rules_on_load(page, server, app_bundles, tmp_path):
+    """mc2.load under the reading rules (docs/bundle.md): bundle_version 2 only, config.json checked against
+    config.json.sha256, model paths inside the bundle, the ONNX sessions' input / output names equal to
+    config.json's -- each on an edited copy of the S0 bundle, each refused with one line."""
+    from bundle_v2 import seal
+
+    bundle = app_bundles["s0"]
+
+    def copy(name, edit=None, sealed=True, drop_sha=False):
+        d = tmp_path / name
+        shutil.copytree(bundle, d, copy_function=os.link)
+        cfg = json.loads((d / "config.json").read_text())
+        if edit:
+            edit(cfg)
+        (d / "config.json").unlink()
+        (d / "config.json").write_text(json.dumps(cfg, indent=1))
+        if sealed:
+            seal(d)
+        if drop_sha:
+            (d / "config.json.sha256").unlink()
+        return server.mount(f"rules-{name}", d)
+
+    def set_(path, value):
+        def edit(c):
+            node = c
+            *parts, last = path.split(".")
+            for p in parts:
+                node = node[p]
+            node[last] = value
+        return edit
+
+    image_io = json.loads((bundle / "config.json").read_text())["models"]["image"]
+    assert [o["name"] for o in image_io["outputs"]] == ["embedding"], image_io  # the names the exporter writes
+    cases = {
+        copy("edited", sealed=False): "config.json does not match config.json.sha256",
+        copy("no_sha", drop_sha=True): "config.json does not match config.json.sha256",
+        copy("v1", set_("bundle_version", 1)): "bundle_version 1: written by an older mc2export",
+        copy("climb", set_("models.image.file", "../image.onnx")): "has an empty, '.' or '..' component",
+        copy("absolute", set_("models.text.file", "/etc/passwd.onnx")): "is not a relative POSIX path",
+        copy("vocab", set_("tokenizer.vocab", "..\\vocab.json")): "is not a relative POSIX path",
+        copy("precision", set_("precision", "fp8")): 'precision "fp8" is not one this app knows',
+        copy("names", set_("models.image.outputs", [{"name": "features", "dtype": "float32", "shape": [1, 512]}])):
+            "the image model's outputs are [\"embedding\"], but config.json says [\"features\"]",
+    }
+    got = page.evaluate("""async (urls) => {
+      const out = {};
+      for (const url of urls) {
+        try { await mc2.load(url, { verify: false }); out[url] = "loaded"; } catch (e) { out[url] = e.name + ": " + e.message; }
+      }
+      return out;
+    }""", list(cases))
+    for url, fragment in cases.items():
+        assert got[url].startswith("BundleError: ") and fragment in got[url] and "\n" not in got[url], (url, got[url])

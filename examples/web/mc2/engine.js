@@ -6,7 +6,7 @@
 // browser offers an adapter (then the WebGPU build of onnxruntime-web, with WASM as fallback for nodes
 // WebGPU does not take). `backend: "wasm"` forces WebAssembly.
 
-import { BundleError, parseConfig, summary } from "./config.js";
+import { BundleError, checkConfigSha256, checkNames, CONFIG_SHA256, parseConfig, summary } from "./config.js";
 import { applyOrientation, readOrientation, resizeCrop, toCHW } from "./preprocess.js";
 import { ClipTokenizer } from "./tokenizer.js";
 import { runVerify } from "./verify.js";
@@ -64,8 +64,11 @@ export class Engine {
     e.url = base.href;
     e.log = log;
     log(`reading ${base.href}config.json`);
-    const cfgText = await (await fetchOk(new URL("config.json", base), "config.json")).text();
-    e.cfg = parseConfig(cfgText);
+    // config.json's bytes read once: parsed (R0, R2, R5), then hashed against config.json.sha256 (R1)
+    const cfgBytes = new Uint8Array(await (await fetchOk(new URL("config.json", base), "config.json")).arrayBuffer());
+    e.cfg = parseConfig(new TextDecoder().decode(cfgBytes));
+    const shaResp = await fetch(new URL(CONFIG_SHA256, base)).catch(() => null);
+    await checkConfigSha256(cfgBytes, shaResp && shaResp.ok ? await shaResp.text() : null);
     e.tokenizer = null;
     if (e.cfg.textModel) {
       const [v, m] = await Promise.all([
@@ -100,6 +103,9 @@ export class Engine {
           `(exported with onnx ${e.cfg.versions.onnx ?? "?"}, onnxruntime ${e.cfg.versions.onnxruntime ?? "?"})`);
       }
       e.loadMs[tower] = performance.now() - t0;
+      const io = e.cfg.io[tower];  // R6: the session feeds by name: its names must be config.json's
+      checkNames(tower, "inputs", io?.inputs, e.sessions[tower].inputNames);
+      checkNames(tower, "outputs", io?.outputs, e.sessions[tower].outputNames);
     }
     e.promptCache = new Map();
     e.verify = null;
