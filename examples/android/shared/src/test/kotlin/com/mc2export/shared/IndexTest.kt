@@ -208,6 +208,42 @@ class IndexTest {
         assertEquals(store.size, store.search(q, n * 2).size)
     }
 
+    @Test
+    fun indexingRunsResumeWhereTheyStoppedAndDeleteWhatIsGone() {
+        val f = File(tmpDir(), "run.mc2i")
+        val library = (0 until 250).map { LibraryItem("content://media/$it", 1000L + it) }
+        val calls = ArrayList<Int>()
+        val embed = { batch: List<LibraryItem> ->
+            calls.add(batch.size)
+            batch.map { p -> if (p.key.endsWith("/13")) null else FloatArray(4) { j -> (p.stamp % 7 + j).toFloat() } }
+        }
+        var batches = 0
+        val first = PhotoIndex.open(f, header).use { IndexingRun(it, batchSize = 32).run(library, embed, shouldStop = { batches++ >= 3 }) }
+        assertTrue(first.stopped)
+        assertEquals(listOf(32, 32, 32), calls)
+        assertEquals(95, first.added)  // photo 13 failed: skipped, retried next run
+        assertEquals(1, first.skipped)
+        assertEquals(250 - 96, first.remaining)
+        // resumed in a new process (reopened): only what is missing is embedded
+        calls.clear()
+        val progress = ArrayList<Int>()
+        val second = PhotoIndex.open(f, header).use { IndexingRun(it, batchSize = 32).run(library, embed, progress = { d, _ -> progress.add(d) }) }
+        assertFalse(second.stopped)
+        assertEquals(155, calls.sum())  // 154 never tried + photo 13 again
+        assertEquals(154, second.added)
+        assertEquals(progress.last(), 155)
+        // the library changes: 10 photos deleted, 5 edited -> 10 tombstones, 5 re-embedded
+        val changed = library.filter { !it.key.endsWith("0") || it.key.endsWith("00") }.map {
+            if (it.key.endsWith("7")) LibraryItem(it.key, it.stamp + 1) else it }
+        calls.clear()
+        PhotoIndex.open(f, header).use { idx ->
+            val third = IndexingRun(idx, batchSize = 32).run(changed, embed)
+            assertEquals(23, third.removed)  // keys ending in 0 (25) but not the two ending in 00
+            assertEquals(changed.count { it.key.endsWith("7") } + 1, calls.sum())
+            assertEquals(changed.map { it.key }.filter { !it.endsWith("/13") }.toSet(), idx.keys().toSet())
+        }
+    }
+
     // -- the shared conformance vectors (examples/shared/vectors/index, written by mc2export.appindex) ---------
 
     private val vdir: File get() = File(Vectors.dir, "index")
