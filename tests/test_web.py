@@ -817,3 +817,47 @@ def test_bundle_reading_rules_on_load(page, server, app_bundles, tmp_path):
     }""", list(cases))
     for url, fragment in cases.items():
         assert got[url].startswith("BundleError: ") and fragment in got[url] and "\n" not in got[url], (url, got[url])
+
+
+def test_photos_indexed_at_reduced_size_into_the_persistent_index(page, server, app_bundles):
+    """The page's indexing (mc2/library.js): photos decoded at about 2R on the short side (a 3000x2000 photo never
+    becomes a full-size RGBA array), embedded with the S0 bundle, appended batch by batch to the IndexedDB journal
+    under the bundle's header; adding the same files again embeds nothing; the photo's own embedding finds it
+    first (the models' weights are synthetic here, so text queries are checked for shape only)."""
+    url = server.mount("bundle-s0", app_bundles["s0"])
+    names = ["landscape_400x300.png", "portrait_270x480.png", "small_150x100.png", "exif6_260x330.jpg", "rgba_300x260.png"]
+    got = page.evaluate("""async ([url, names]) => {
+      const info = await mc2.load(url, { verify: false });
+      const lib = await import("/mc2/library.js");
+      const { decodeImage } = await import("/mc2/engine.js");
+      const c = new OffscreenCanvas(3000, 2000);
+      const g = c.getContext("2d"); g.fillStyle = "#c03020"; g.fillRect(0, 0, 3000, 2000); g.fillStyle = "#2040c0"; g.fillRect(1000, 500, 1000, 1000);
+      const big = new File([await c.convertToBlob({ type: "image/png" })], "big-3000x2000.png", { lastModified: 5 });
+      const small = await decodeImage(big, { maxShortSide: 2 * info.resolution });
+      const files = [big];
+      for (const n of names) files.push(new File([await (await fetch("/vectors/images/" + n)).blob()], n, { lastModified: 7 }));
+      const store = await lib.openLibrary(info, async () => true);
+      const batches = [];
+      const r1 = await lib.indexFiles(store, files, { resolution: info.resolution, batch: 4, embed: (rgba, w, h) => mc2.embedImage(rgba, w, h),
+                                                      onProgress: (d, t) => batches.push([d, t]) });
+      const r2 = await lib.indexFiles(store, files, { resolution: info.resolution, embed: (rgba, w, h) => mc2.embedImage(rgba, w, h) });
+      // the models' weights are synthetic here (no real weights): search by the photo's own embedding
+      const hits = store.index.search(await mc2.embedImage(small.rgba, small.width, small.height), 3);
+      const text = store.index.search(await mc2.embedText("a photo of a blue square"), 3);
+      const journal = await store.journal.load();
+      store.journal.close();
+      return { small: [small.width, small.height], r1, r2, batches, hits: hits.map((h) => h.key), top: hits[0].score, text: text.length,
+               size: store.index.size,
+               header: store.index.header, sha: info.configSha256, journal: journal.length, valid: store.index.validLength };
+    }""", [url, names])
+    r = 256
+    assert got["small"] == [3 * r, 2 * r]
+    assert got["r1"] == {"added": 6, "skipped": 0, "unchanged": 0, "stopped": False}, got["r1"]
+    assert got["batches"] == [[4, 6], [6, 6]]
+    assert got["r2"] == {"added": 0, "skipped": 0, "unchanged": 6, "stopped": False}
+    assert got["size"] == 6 and got["journal"] == got["valid"]
+    cfg_bytes = (app_bundles["s0"] / "config.json").read_bytes()
+    assert got["header"]["bundle_sha256"] == got["sha"] == hashlib.sha256(cfg_bytes).hexdigest()
+    assert got["header"]["variant"] == "mobileclip2-s0" and got["header"]["dim"] == 512
+    assert got["hits"][0] == "big-3000x2000.png" and abs(got["top"] - 1) < 2e-3, (got["hits"], got["top"])
+    assert got["text"] == 3
