@@ -4,7 +4,8 @@
   a tokenizer or preprocessing change in Python shows up here first.
 * ``run_jvm_tests.sh`` compiles the Kotlin sources with ``kotlinc`` (1.3+) once per run and runs their JUnit
   tests: tokenizer id-for-id on every vector, preprocessing byte-for-byte (PIL's resampling port), EXIF,
-  config parsing, labels, zero-shot math, the photo index and the benchmark document -- which is then
+  config parsing, labels, zero-shot math, the photo index (the shared index vectors of
+  mc2export.appindex, a writer killed with SIGKILL mid-append) and the benchmark document -- which is then
   validated here against the harness's schema (mc2export/bench/schema.json) and its statistics.
   Skipped only when ``kotlinc`` is not installed (CI installs it: .ci/run).
 """
@@ -126,16 +127,21 @@ def test_kotlin_shared_code_matches_python(tmp_path):
 
     get_tokenizer().export_vocab(tmp_path / "vocab")  # the tokenizer loads vocab.json + merges.txt, as in a bundle
     bench = tmp_path / "bench.json"
-    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench),
-               MC2_VERIFY=str(FIXTURES / "verify-bundle"))
+    from bundle_v2 import v2_copy
+
+    verify = v2_copy(FIXTURES / "verify-bundle", tmp_path / "verify-bundle")  # a no-op copy once the fixture is v2
+    env = dict(os.environ, MC2_VOCAB=str(tmp_path / "vocab"), MC2_BENCH_OUT=str(bench), MC2_VERIFY=str(verify))
     r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-6000:]
     assert "OK (" in r.stdout, out[-3000:]
     assert "171 exact strings match Python" in r.stdout or "exact strings match Python" in r.stdout
     assert "verify-report: " in r.stdout and "bounded-decode 4000x3000" in r.stdout, out[-3000:]
+    # the photo index: the shared vectors read, searched and written as Python does, and a SIGKILLed appender
+    assert "index-vectors: 58 live photos, 15 searches as Python" in r.stdout, out[-3000:]
+    assert r.stdout.count("kill-during-append round") == 3, out[-3000:]
     assert "Tests run" not in r.stdout and "Ignored" not in r.stdout  # nothing failed, nothing skipped
-    print("\n".join(line for line in r.stdout.splitlines() if line.startswith(("bounded-decode", "verify-report"))))
+    print("\n".join(line for line in r.stdout.splitlines() if line.startswith(("bounded-decode", "verify-report", "index-", "kill-"))))
     # the Kotlin benchmark document is the harness's own format, with the harness's statistics
     doc = json.loads(bench.read_text(encoding="utf-8"))
     validate(doc, what="the Kotlin benchmark document")

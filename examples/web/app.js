@@ -2,10 +2,12 @@
 // photo, text search over a set of photos, and the benchmark mode. All model work goes through window.mc2.
 
 import { mc2 } from "./mc2/api.js";
-import { l2normalize, dot, parseLabels, topK } from "./mc2/zeroshot.js";
+import { indexFiles, openLibrary } from "./mc2/library.js";
+import { parseLabels } from "./mc2/zeroshot.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { busy: false, photos: [], lastBenchmark: null };
+// photos: the persistent index of the loaded bundle (mc2/library.js); urls: thumbnails of this session's files
+const state = { busy: false, photos: null, urls: new Map(), lastBenchmark: null };
 globalThis.mc2app = state;  // for tests: the last classification / benchmark
 
 function setError(msg) {
@@ -33,7 +35,13 @@ async function load() {
     $("status").textContent = info.summary;
     $("status").dataset.loaded = "true";
     showVerify(info);
-    state.photos = [];
+    state.photos?.journal.close();
+    state.photos = null;
+    try {
+      state.photos = await openLibrary(info, async (msg) => confirm(`${msg}.\nStart a new photo index for this model?`));
+    } catch (e) {
+      setError(`Photo index: ${e.message || e}`);
+    }
     renderIndexInfo();
   } catch (e) {
     $("status").textContent = "No usable bundle";
@@ -92,37 +100,31 @@ async function classifyFile(file) {
 // -- search --------------------------------------------------------------------------------------------------
 
 function renderIndexInfo(extra = "") {
-  $("index-info").textContent = `Index: ${state.photos.length} photos${extra}`;
+  $("index-info").textContent = `Index: ${state.photos ? state.photos.index.size : 0} photos${extra}`;
 }
 
 async function addPhotos(files) {
-  let done = 0;
-  for (const file of files) {
-    try {
-      const img = await mc2.decodeImage(file);
-      const e = l2normalize(await mc2.embedImage(img.rgba, img.width, img.height));
-      state.photos.push({ name: file.name, url: URL.createObjectURL(file), embedding: e });
-    } catch (err) {
-      console.warn(`skipped ${file.name}: ${err.message || err}`);  // an unreadable photo is skipped
-    }
-    renderIndexInfo(` (indexing ${++done} / ${files.length})`);
-  }
-  renderIndexInfo();
+  if (!state.photos) return renderIndexInfo(": load a bundle first");
+  for (const f of files) state.urls.set(f.name, URL.createObjectURL(f));
+  const info = mc2.info();
+  const r = await indexFiles(state.photos, files, { resolution: info.resolution,
+    embed: (rgba, w, h) => mc2.embedImage(rgba, w, h),
+    onProgress: (done, total) => renderIndexInfo(` (indexing ${done} / ${total})`) });
+  renderIndexInfo(` (${r.added} new, ${r.unchanged} already indexed` + (r.skipped ? `, ${r.skipped} unreadable` : "") + ")");
 }
 
 async function search(query) {
-  if (!state.photos.length) {
+  if (!state.photos || !state.photos.index.size) {
     renderIndexInfo(": add photos first");
     return;
   }
-  const q = l2normalize(await mc2.embedText(query));
-  const scores = state.photos.map((p) => dot(q, p.embedding));
-  const hits = topK(scores, 24).map((i) => ({ name: state.photos[i].name, url: state.photos[i].url, score: scores[i] }));
+  const hits = state.photos.index.search(await mc2.embedText(query), 24)
+    .map(({ key, score }) => ({ name: key, url: state.urls.get(key) || null, score }));
   state.lastSearch = hits.map(({ name, score }) => ({ name, score }));
   $("hits").replaceChildren(...hits.map((h) => {
     const f = document.createElement("figure");
     f.innerHTML = `<img alt=""><figcaption></figcaption>`;
-    f.querySelector("img").src = h.url;
+    if (h.url) f.querySelector("img").src = h.url;  // files of an earlier visit: name only (the page keeps no copies)
     f.querySelector("figcaption").textContent = `${h.name} ${h.score.toFixed(3)}`;
     return f;
   }));

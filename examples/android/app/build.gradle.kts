@@ -74,6 +74,7 @@ dependencies {
     implementation("androidx.lifecycle:lifecycle-viewmodel-ktx:2.8.7")  // state survives rotation (MainViewModel)
     implementation("androidx.exifinterface:exifinterface:1.3.7")
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.9.0")
+    implementation("androidx.work:work-runtime-ktx:2.10.0")  // background photo indexing (IndexWorker)
 
     val camerax = "1.4.1"
     implementation("androidx.camera:camera-core:$camerax")

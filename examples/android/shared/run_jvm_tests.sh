@@ -71,4 +71,4 @@ if [ -n "${MC2_VERIFY:-}" ]; then PROPS+=(-Dmc2.verify="$MC2_VERIFY"); fi
 cd "$REPO"
 exec java "${PROPS[@]}" -cp "$CLASSES:$JUNIT_JAR:$HAMCREST_JAR:$KOTLIN_STDLIB" org.junit.runner.JUnitCore \
   com.mc2export.shared.TokenizerTest com.mc2export.shared.PreprocessTest com.mc2export.shared.AppLogicTest \
-  com.mc2export.shared.VerifyTest
+  com.mc2export.shared.VerifyTest com.mc2export.shared.IndexTest

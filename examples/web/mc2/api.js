@@ -50,7 +50,7 @@ export const mc2 = {
     const e = current();
     return { url: e.url, summary: e.summary, variant: e.cfg.variant, name: e.cfg.name, precision: e.cfg.precision,
       resolution: e.cfg.resolution, interpolation: e.cfg.interpolation, embedDim: e.cfg.embedDim,
-      contextLength: e.cfg.contextLength, outputNormalized: e.cfg.outputNormalized, logitScale: e.cfg.logitScale,
+      contextLength: e.cfg.contextLength, configSha256: e.configSha256, outputNormalized: e.cfg.outputNormalized, logitScale: e.cfg.logitScale,
       towers: Object.keys(e.sessions), backend: e.backend, threads: e.threads, crossOriginIsolated: !!globalThis.crossOriginIsolated,
       loadMs: { ...e.loadMs }, verify: e.verify, verifyLines: e.verify ? describeReport(e.verify) : [] };
   },

@@ -5,7 +5,24 @@
 import { parseInterpolation } from "./preprocess.js";
 
 export const FORMAT = "mc2export-bundle";
-export const SUPPORTED_VERSION = 1;
+export const SUPPORTED_VERSION = 2;
+export const CONFIG_SHA256 = "config.json.sha256";
+
+// The reading rules (docs/bundle.md, "Reading a bundle safely"; mc2export/export/reading.py and the Kotlin
+// BundleRules are the twins): R0 bundle_version 2 only, R1 config.json checked against config.json.sha256
+// (checkConfigSha256, by the engine), R2 every path relative and inside the bundle (safePath; symlinks are the
+// server's to refuse: a page cannot see them, examples/web/serve.py does not follow them out), R3 tolerances
+// from the precision tier in code (TIERS / TOLERANCES, used by verify.js), R5 typed fields in range (JSON.parse
+// has no NaN / Infinity; numbers that overflow are refused), R6 the sessions' input / output names equal
+// config.json's (checkNames, at model load).
+
+/** precision -> tolerance tier (mc2export.export.reading.TIERS); a precision not named here is refused. */
+export const TIERS = { fp32: "fp32", fp16: "fp16", bf16: "bf16", int8: "compressed", "int8-static": "compressed",
+  "int8-bf16": "compressed", pal6: "compressed", pal4: "compressed", auto: "compressed" };
+/** tier -> tolerance (mc2export.export.validate.TOLERANCES). */
+export const TOLERANCES = { fp32: { cosine_min: 0.99999, max_abs_over_std: 1e-4 }, fp16: { cosine_min: 0.999 },
+  bf16: { cosine_min: 0.999 }, compressed: { cosine_min: 0.99 } };
+export const MAX_ROWS = 10000;
 
 export class BundleError extends Error {
   constructor(message) {
@@ -41,6 +58,32 @@ function triple(v, what) {
   return v.map((x, i) => num(x, `${what}[${i}]`));
 }
 
+/** R2: a relative POSIX path (not empty, not absolute, no backslash / NUL / drive, no "", ".", ".." part). */
+export function safePath(rel, field) {
+  let why = null;
+  if (typeof rel !== "string" || !rel) why = "is not a relative path";
+  else if (rel.startsWith("/") || rel.includes("\\") || rel.includes("\0") || /^[A-Za-z]:/.test(rel)) why = "is not a relative POSIX path";
+  else if (rel.split("/").some((p) => p === "" || p === "." || p === "..")) why = "has an empty, '.' or '..' component";
+  if (why) throw new BundleError(`config.json: ${field} ${JSON.stringify(rel)?.slice(0, 120)} ${why}: the bundle is refused`);
+  return rel;
+}
+
+/** R1: the bytes of config.json against the text of config.json.sha256 (null: the file is missing). */
+export async function checkConfigSha256(configBytes, shaText) {
+  const want = `${await sha256Hex(configBytes)}  config.json\n`;
+  if (shaText !== want) {
+    throw new BundleError("config.json does not match config.json.sha256: the bundle was edited or damaged (re-export it)");
+  }
+}
+
+/** R6: the names a session reports against config.json's (null: config.json lists none). */
+export function checkNames(tower, side, expected, actual) {
+  if (!expected) return;
+  if (expected.length !== actual.length || expected.some((n, i) => n !== actual[i])) {
+    throw new BundleError(`the ${tower} model's ${side} are ${JSON.stringify(actual)}, but config.json says ${JSON.stringify(expected)}: the bundle is refused (re-export it)`);
+  }
+}
+
 /** Parse config.json text (the bundle must be an ONNX bundle). Throws BundleError with a message for the user. */
 export function parseConfig(text) {
   let c;
@@ -54,9 +97,13 @@ export function parseConfig(text) {
     throw new BundleError(`this folder is not an mc2export bundle (config.json format is ${describe(c.format)}, expected "${FORMAT}"): ` +
       "export one with `mc2export onnx --variant s0 --out DIR`");
   }
-  const version = c.bundle_version == null ? 1 : int(c.bundle_version, "bundle_version");
+  if (c.bundle_version == null) throw new BundleError("config.json: bundle_version is missing: re-export the bundle with this mc2export");
+  const version = int(c.bundle_version, "bundle_version");
   if (version > SUPPORTED_VERSION) {
     throw new BundleError(`bundle version ${version} is newer than this app understands (${SUPPORTED_VERSION}): update the app`);
+  }
+  if (version !== SUPPORTED_VERSION) {
+    throw new BundleError(`bundle_version ${version}: written by an older mc2export; re-export the bundle with this one`);
   }
   const runtime = str(c.runtime, "runtime");
   if (runtime !== "onnx") {
@@ -65,14 +112,15 @@ export function parseConfig(text) {
   }
   const variant = str(c.variant, "variant");
   const name = c.name == null ? variant : str(c.name, "name");
-  const precision = c.precision == null ? "fp32" : str(c.precision, "precision");
+  const precision = str(c.precision, "precision");
+  if (!Object.hasOwn(TIERS, precision)) throw new BundleError(`config.json: precision ${JSON.stringify(precision).slice(0, 60)} is not one this app knows: update the app`);
   const batch = c.batch == null ? 1 : int(c.batch, "batch");
   if (batch !== 1) throw new BundleError(`the bundle was exported with --batch ${batch}: the app needs --batch 1`);
 
   if (!isObj(c.preprocess)) throw new BundleError("config.json: preprocess is missing");
   const pre = c.preprocess;
   const resolution = int(pre.resolution ?? c.resolution, "preprocess.resolution");
-  if (resolution < 16 || resolution > 4096) throw new BundleError(`config.json: preprocess.resolution ${resolution} is out of range`);
+  if (resolution < 1 || resolution > 4096) throw new BundleError(`config.json: preprocess.resolution ${resolution} is out of range`);
   let interpolation;
   try {
     interpolation = parseInterpolation(pre.interpolation);
@@ -88,9 +136,9 @@ export function parseConfig(text) {
   const tok = isObj(c.tokenizer) ? c.tokenizer : null;
   const ctxRaw = tok?.context_length ?? c.context_length;
   const contextLength = ctxRaw == null ? 77 : int(ctxRaw, "context_length");
-  if (contextLength < 2) throw new BundleError("config.json: context_length must be >= 2");
+  if (contextLength < 2 || contextLength > 1024) throw new BundleError(`config.json: context_length ${contextLength} is outside 2..1024`);
   const embedDim = int(c.embed_dim, "embed_dim");
-  if (embedDim < 1) throw new BundleError("config.json: embed_dim must be positive");
+  if (embedDim < 1 || embedDim > 8192) throw new BundleError(`config.json: embed_dim ${embedDim} is outside 1..8192`);
   const logitScale = c.logit_scale == null ? 100 : num(c.logit_scale, "logit_scale");
   if (!(logitScale > 0)) throw new BundleError("config.json: logit_scale must be positive");
   const outputNormalized = c.output_normalized == null ? true : bool(c.output_normalized, "output_normalized");
@@ -99,7 +147,7 @@ export function parseConfig(text) {
   const model = (m, what) => {
     if (m == null) return null;
     if (!isObj(m)) throw new BundleError(`config.json: ${what} must be a JSON object`);
-    const f = str(m.file, `${what}.file`);
+    const f = safePath(str(m.file, `${what}.file`), `${what}.file`);
     if (!f.endsWith(".onnx")) throw new BundleError(`${what}.file "${f}" is not a .onnx model: this bundle does not match its runtime`);
     if (m.external_data) throw new BundleError(`${what} keeps its weights in a separate .onnx.data file: the web app loads single-file models`);
     return f;
@@ -117,12 +165,31 @@ export function parseConfig(text) {
   const randomWeights = weights.random_weights == null ? false : bool(weights.random_weights, "weights.random_weights");
   const versions = {};
   for (const [k, v] of Object.entries(isObj(c.versions) ? c.versions : {})) if (v != null) versions[k] = String(v);
-  const files = isObj(c.files) ? c.files : {};
+  if (!isObj(c.files)) throw new BundleError("config.json: files is missing (the table of the bundle's files)");
+  const files = {};
+  for (const [k, v] of Object.entries(c.files)) {
+    safePath(k, "files");
+    if (!isObj(v) || typeof v.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(v.sha256) || !Number.isInteger(v.bytes) || v.bytes < 0) {
+      throw new BundleError(`config.json: files[${JSON.stringify(k).slice(0, 80)}] must be {sha256: 64 hex digits, bytes: an integer}`);
+    }
+    files[k] = v;
+  }
+  const names = (m, what) => {
+    if (m?.[what] == null) return null;
+    if (!Array.isArray(m[what])) throw new BundleError(`config.json: ${what} must be a list of {name, dtype, shape}`);
+    return m[what].map((x, i) => str(x?.name, `${what}[${i}].name`));
+  };
+  const io = {};
+  for (const tower of ["image", "text"]) {
+    const m = c.models[tower];
+    if (m) io[tower] = { inputs: names(m, "inputs"), outputs: names(m, "outputs") };
+  }
+  const vocabFile = safePath(tok?.vocab ?? "vocab.json", "tokenizer.vocab");
+  const mergesFile = safePath(tok?.merges ?? "merges.txt", "tokenizer.merges");
   return {
     runtime, variant, name, precision, resolution, interpolation, mean, std, contextLength, embedDim, logitScale,
     logitScaleFromBundle: c.logit_scale != null, outputNormalized, imageModel, textModel, normalizeInput,
-    vocabFile: typeof tok?.vocab === "string" ? tok.vocab : "vocab.json",
-    mergesFile: typeof tok?.merges === "string" ? tok.merges : "merges.txt",
+    vocabFile, mergesFile, tier: TIERS[precision], io,
     randomWeights, versions, files, raw: c,
   };
 }

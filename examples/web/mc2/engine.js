@@ -6,7 +6,7 @@
 // browser offers an adapter (then the WebGPU build of onnxruntime-web, with WASM as fallback for nodes
 // WebGPU does not take). `backend: "wasm"` forces WebAssembly.
 
-import { BundleError, parseConfig, summary } from "./config.js";
+import { BundleError, checkConfigSha256, checkNames, CONFIG_SHA256, parseConfig, sha256Hex, summary } from "./config.js";
 import { applyOrientation, readOrientation, resizeCrop, toCHW } from "./preprocess.js";
 import { ClipTokenizer } from "./tokenizer.js";
 import { runVerify } from "./verify.js";
@@ -64,8 +64,12 @@ export class Engine {
     e.url = base.href;
     e.log = log;
     log(`reading ${base.href}config.json`);
-    const cfgText = await (await fetchOk(new URL("config.json", base), "config.json")).text();
-    e.cfg = parseConfig(cfgText);
+    // config.json's bytes read once: parsed (R0, R2, R5), then hashed against config.json.sha256 (R1)
+    const cfgBytes = new Uint8Array(await (await fetchOk(new URL("config.json", base), "config.json")).arrayBuffer());
+    e.cfg = parseConfig(new TextDecoder().decode(cfgBytes));
+    e.configSha256 = await sha256Hex(cfgBytes);  // names this bundle in the photo index's header
+    const shaResp = await fetch(new URL(CONFIG_SHA256, base)).catch(() => null);
+    await checkConfigSha256(cfgBytes, shaResp && shaResp.ok ? await shaResp.text() : null);
     e.tokenizer = null;
     if (e.cfg.textModel) {
       const [v, m] = await Promise.all([
@@ -100,6 +104,9 @@ export class Engine {
           `(exported with onnx ${e.cfg.versions.onnx ?? "?"}, onnxruntime ${e.cfg.versions.onnxruntime ?? "?"})`);
       }
       e.loadMs[tower] = performance.now() - t0;
+      const io = e.cfg.io[tower];  // R6: the session feeds by name: its names must be config.json's
+      checkNames(tower, "inputs", io?.inputs, e.sessions[tower].inputNames);
+      checkNames(tower, "outputs", io?.outputs, e.sessions[tower].outputNames);
     }
     e.promptCache = new Map();
     e.verify = null;
@@ -242,15 +249,28 @@ export class Engine {
  * Decoding is where browsers and PIL can differ (JPEG decoders by a level or two; pixels with 0 < alpha < 255
  * pass through the canvas's premultiplied storage), never the preprocessing after it.
  */
-export async function decodeImage(data) {
+export async function decodeImage(data, { maxShortSide = 0 } = {}) {
   const blob = data instanceof Blob ? data : new Blob([data]);
   const bytes = new Uint8Array(await blob.arrayBuffer());
   const orientation = readOrientation(bytes);
+  const opts = { imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none" };
   let bmp;
   try {
-    bmp = await createImageBitmap(blob, { imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none" });
+    bmp = await createImageBitmap(blob, opts);
   } catch (e) {
     throw new Error(`not an image the browser can decode (${e.message})`);
+  }
+  // Photo indexing: a photo whose short side is over maxShortSide is scaled down by the browser (kept as an
+  // ImageBitmap, never as a full-size RGBA array) to that short side, then preprocessed exactly as always. Its
+  // crop then differs from Python's on the full-size photo by the browser's downscale (classification keeps
+  // full size: no maxShortSide).
+  const short = Math.min(bmp.width, bmp.height);
+  if (maxShortSide > 0 && short > maxShortSide) {
+    const f = maxShortSide / short;
+    const small = await createImageBitmap(bmp, { ...opts, resizeWidth: Math.max(1, Math.round(bmp.width * f)),
+      resizeHeight: Math.max(1, Math.round(bmp.height * f)), resizeQuality: "high" });
+    bmp.close();
+    bmp = small;
   }
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext("2d", { willReadFrequently: true });

@@ -3,7 +3,7 @@
 // examples/android/shared/.../VerifyVectors.kt (tested on the JVM); the figures and the pass rule are those
 // of mc2export/export/validate.py (compare + check): per row cosine, max-abs over std of the expected rows.
 
-import { sha256Hex } from "./config.js";
+import { MAX_ROWS, sha256Hex, TIERS, TOLERANCES } from "./config.js";
 
 export const MANIFEST = "verify/manifest.json";
 export const SUPPORTED_VERSION = 1;
@@ -29,8 +29,8 @@ function checkShape(v, rank, what) {
 function fileEntry(e, what, dtype, rank) {
   if (!isObj(e)) throw new VerifyError(`manifest.json: ${what} is missing`);
   const file = e.file;
-  if (typeof file !== "string" || !file.startsWith("verify/") || file.includes("..") || file.includes("\\") ||
-      file.includes("//")) {
+  if (typeof file !== "string" || !file.startsWith("verify/") || file.includes("\\") || file.includes("\0") ||
+      file.split("/").some((p) => p === "" || p === "." || p === "..")) {
     throw new VerifyError(`manifest.json: ${what}.file must be a path inside verify/, got ${JSON.stringify(file)}`);
   }
   if (e.dtype !== dtype) throw new VerifyError(`manifest.json: ${what}.dtype must be "${dtype}", got ${JSON.stringify(e.dtype)}`);
@@ -47,6 +47,7 @@ export function parseManifest(m, cfg) {
   if (m.version > SUPPORTED_VERSION) {
     throw new VerifyError(`manifest version ${m.version} is newer than this app understands (${SUPPORTED_VERSION}): update the app`);
   }
+  if (m.version !== SUPPORTED_VERSION) throw new VerifyError(`manifest version ${m.version} is not one this app reads (${SUPPORTED_VERSION}): re-export the bundle`);
   if (m.byte_order !== "little") {
     throw new VerifyError(`manifest.json: byte_order must be "little", got ${JSON.stringify(m.byte_order)}`);
   }
@@ -56,13 +57,16 @@ export function parseManifest(m, cfg) {
   if (typeof m.output_normalized !== "boolean" || m.output_normalized !== cfg.outputNormalized) {
     throw new VerifyError(`manifest.json: output_normalized ${JSON.stringify(m.output_normalized)} differs from config.json's ${cfg.outputNormalized}`);
   }
-  const tol = m.tolerance;
-  if (!isObj(tol) || typeof tol.cosine_min !== "number" || !(tol.cosine_min > 0 && tol.cosine_min <= 1)) {
-    throw new VerifyError("manifest.json: tolerance.cosine_min must be a number in (0, 1]");
+  // R3: the tolerance is the precision tier's, in this code; the manifest's numbers are informational only
+  if (m.precision !== cfg.precision) {
+    throw new VerifyError(`manifest.json: precision ${JSON.stringify(m.precision)} differs from config.json's "${cfg.precision}"`);
   }
-  if ("max_abs_over_std" in tol && !(typeof tol.max_abs_over_std === "number" && tol.max_abs_over_std > 0)) {
-    throw new VerifyError("manifest.json: tolerance.max_abs_over_std must be a positive number");
-  }
+  const tierOf = (p, what) => {
+    if (typeof p !== "string" || !Object.hasOwn(TIERS, p)) throw new VerifyError(`${what}: precision ${JSON.stringify(p)} is not one this app knows`);
+    return TIERS[p];
+  };
+  const tier = tierOf(m.precision, "manifest.json");
+  const tol = TOLERANCES[tier];
   if (!isObj(m.towers)) throw new VerifyError("manifest.json: towers is missing");
   const D = cfg.embedDim;
   const towers = {};
@@ -82,6 +86,7 @@ export function parseManifest(m, cfg) {
       : fileEntry(t.inputs, `towers.text.inputs`, "int32", 2);
     const expected = fileEntry(t.expected, `towers.${name}.expected`, "float32", 2);
     const rows = inputs.shape[0];
+    if (rows > MAX_ROWS) throw new VerifyError(`${name} inputs hold ${rows} rows (at most ${MAX_ROWS})`);
     if (name === "image") {
       const [, H, W, C] = inputs.shape;
       if (H !== cfg.resolution || W !== cfg.resolution || C !== 3) {
@@ -102,10 +107,12 @@ export function parseManifest(m, cfg) {
     if (name === "text" && t.texts !== undefined && (!Array.isArray(t.texts) || t.texts.length !== rows)) {
       throw new VerifyError(`manifest.json: towers.text.texts must list ${rows} strings`);
     }
-    towers[name] = { inputs, expected, rows, texts: t.texts || null };
+    // an `auto` bundle's tower names its own precision: its tier's tolerance (still from this code)
+    const tolerance = t.precision === undefined ? tol : TOLERANCES[tierOf(t.precision, `manifest.json towers.${name}`)];
+    towers[name] = { inputs, expected, rows, texts: t.texts || null, tolerance };
   }
   if (!Object.keys(towers).length) throw new VerifyError("manifest.json lists no tower");
-  return { version: m.version, precision: m.precision ?? null, tier: m.tier ?? null,
+  return { version: m.version, precision: m.precision, tier,
     reference: m.reference ?? null, tolerance: { ...tol }, towers };
 }
 
@@ -127,6 +134,7 @@ async function loadArray(fetchBytes, entry, files) {
   const n = prod(entry.shape);
   const out = entry.dtype === "int32" ? new Int32Array(n) : new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = entry.dtype === "int32" ? dv.getInt32(i * 4, true) : dv.getFloat32(i * 4, true);
+  if (entry.dtype === "float32" && !out.every(Number.isFinite)) throw new VerifyError(`${entry.file} holds NaN or infinite values: the vectors are damaged`);
   return out;
 }
 
@@ -219,7 +227,7 @@ export async function runVerify({ cfg, fetchBytes, runImage, runText, toModelInp
         log(`verify: ${name} row ${r + 1}/${t.rows}`);
       }
       const fig = compare(got, expected, t.rows, D);
-      const bad = check(fig, plan.tolerance);
+      const bad = check(fig, t.tolerance);
       report.towers[name] = { ...fig, passed: bad.length === 0, failures: bad,
         seconds: +((performance.now() - ts) / 1000).toFixed(3) };
       if (bad.length) {

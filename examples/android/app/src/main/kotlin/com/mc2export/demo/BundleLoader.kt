@@ -3,6 +3,7 @@ package com.mc2export.demo
 import android.content.Context
 import com.mc2export.shared.BundleConfig
 import com.mc2export.shared.BundleException
+import com.mc2export.shared.BundleRules
 import com.mc2export.shared.ClipTokenizer
 import java.io.File
 import java.io.IOException
@@ -75,21 +76,21 @@ object BundleLoader {
                 "No bundle found (looked in ${tried.joinToString { it.path }}). Export one with " +
                     "`mc2export ${RuntimeBackend.bundleRuntime} --variant s0 --out mc2-s0` and copy it: " +
                     "`adb push mc2-s0/. ${externalDir(ctx)?.path ?: "/sdcard/Android/data/com.mc2export.demo/files/bundle"}/`")
-        val text = try {
-            File(dir, "config.json").readText(Charsets.UTF_8)
+        // The reading rules (BundleRules): bundle_version 2, config.json.sha256, every path inside the folder
+        val (cfg, text) = try {
+            BundleRules.loadConfig(dir, RuntimeBackend.bundleRuntime) to File(dir, "config.json").readText(Charsets.UTF_8)
         } catch (e: IOException) {
             throw BundleException("cannot read ${dir.path}/config.json: ${e.message}")
         } catch (e: SecurityException) {
             throw BundleException("the app may not read ${dir.path}: copy the bundle to ${externalDir(ctx)?.path}")
         }
-        val cfg = BundleConfig.parse(text, RuntimeBackend.bundleRuntime)
         val missing = cfg.missingFiles { File(dir, it).exists() }
         if (missing.isNotEmpty()) throw BundleException("the bundle in ${dir.path} lacks ${missing.joinToString()}: copy the whole folder")
         val loadMs = LinkedHashMap<String, Double>()
         val tokenizer = if (cfg.hasText) {
             try {
-                ClipTokenizer.fromFiles(File(dir, cfg.vocabFile).readText(Charsets.UTF_8),
-                    File(dir, cfg.mergesFile).readText(Charsets.UTF_8), cfg.contextLength)
+                ClipTokenizer.fromFiles(BundleRules.inside(dir, cfg.vocabFile, "tokenizer.vocab").readText(Charsets.UTF_8),
+                    BundleRules.inside(dir, cfg.mergesFile, "tokenizer.merges").readText(Charsets.UTF_8), cfg.contextLength)
             } catch (e: IllegalArgumentException) {
                 throw BundleException("tokenizer files: ${e.message}")
             }
@@ -99,14 +100,25 @@ object BundleLoader {
         try {
             cfg.imageModelFile?.let { f ->
                 val t0 = System.nanoTime()
-                image = RuntimeBackend.openImage(File(dir, f), threads)
+                image = RuntimeBackend.openImage(BundleRules.inside(dir, f, "models.image.file"), threads)
                 loadMs["image"] = (System.nanoTime() - t0) / 1e6
             }
             cfg.textModelFile?.let { f ->
                 val t0 = System.nanoTime()
-                textTower = RuntimeBackend.openText(File(dir, f), threads)
+                textTower = RuntimeBackend.openText(BundleRules.inside(dir, f, "models.text.file"), threads)
                 loadMs["text"] = (System.nanoTime() - t0) / 1e6
             }
+            // R6: the app feeds by name: what the runtime reports must be what config.json says
+            for ((tower, names) in listOf("image" to image?.ioNames, "text" to textTower?.ioNames)) {
+                val io = cfg.ioNames[tower] ?: continue
+                if (names == null) continue  // this runtime does not expose them (ExecuTorch)
+                BundleRules.checkNames(tower, "inputs", io.first, names.first)
+                BundleRules.checkNames(tower, "outputs", io.second, names.second)
+            }
+        } catch (e: BundleException) {
+            image?.close()
+            textTower?.close()
+            throw e
         } catch (e: Exception) {  // the runtimes throw their own exception types for damaged/incompatible files
             image?.close()
             textTower?.close()

@@ -2,10 +2,18 @@ package com.mc2export.demo
 
 import android.content.ContentUris
 import android.content.Context
+import android.net.Uri
+import android.os.Build
+import android.util.Size
 import android.provider.MediaStore
 import com.mc2export.shared.BundleException
 import com.mc2export.shared.CroppedImage
-import com.mc2export.shared.EmbeddingIndex
+import com.mc2export.shared.BundleRules
+import com.mc2export.shared.IndexHeader
+import com.mc2export.shared.IndexingOutcome
+import com.mc2export.shared.IndexingRun
+import com.mc2export.shared.LibraryItem
+import com.mc2export.shared.PhotoIndex
 import com.mc2export.shared.Preprocess
 import com.mc2export.shared.PromptSet
 import com.mc2export.shared.RgbImage
@@ -14,7 +22,6 @@ import com.mc2export.shared.VerifyReport
 import com.mc2export.shared.VerifyVectors
 import com.mc2export.shared.ZeroShot
 import java.io.File
-import java.io.IOException
 
 /** One classification: labels with probabilities (best first) and any warning for the screen. */
 class Classification(val ranked: List<Pair<String, Float>>, val warning: String?, val imageMs: Double)
@@ -46,7 +53,7 @@ class Engine(val bundle: LoadedBundle) {
     fun embedRow(row: IntArray): FloatArray = requireText().embed(row)
 
     /** The bundle's verification vectors through these models (VerifyVectors: never throws). */
-    fun runVerify(): VerifyReport = VerifyVectors.run(cfg, { rel -> File(bundle.dir, rel).takeIf { it.isFile }?.readBytes() },
+    fun runVerify(): VerifyReport = VerifyVectors.run(cfg, { rel -> BundleRules.inside(bundle.dir, rel, "verify/ file").takeIf { it.isFile }?.readBytes() },
         runImage = { embedCrop(it) }, runText = { embedRow(it) })
 
     /** Class embeddings for [labels] (cached per prompt). */
@@ -78,34 +85,26 @@ class Engine(val bundle: LoadedBundle) {
     }
 
     // -- photo search ------------------------------------------------------------------------------------------
+    // The index is the shared .mc2i journal (docs/app_index.md; PhotoIndex in shared/): appended durably per
+    // batch, never rewritten on the indexing path. Foreground indexing (the "Index photos" button, this engine)
+    // and background indexing (IndexWorker, WorkManager) share one file; [IndexLock] keeps them from appending
+    // at the same time.
 
-    private fun indexFile(ctx: Context) = File(ctx.filesDir, "index-${cfg.variant}-${cfg.runtime}-${cfg.precision}.bin")
+    /** The header of this bundle's index: another model's (or another export's) index is refused, never mixed. */
+    fun indexHeader(): IndexHeader = IndexHeader(cfg.variant, cfg.precision,
+        BundleRules.sha256Hex(File(bundle.dir, "config.json").readBytes()), cfg.embedDim)
 
-    fun loadIndex(ctx: Context): EmbeddingIndex {
-        val f = indexFile(ctx)
-        if (f.isFile) {
-            f.inputStream().buffered().use { input ->
-                EmbeddingIndex.read(input, cfg.variant, cfg.runtime, cfg.precision, cfg.embedDim)?.let { return it }
-            }
-        }
-        return EmbeddingIndex(cfg.variant, cfg.runtime, cfg.precision, cfg.embedDim)
-    }
+    fun indexFile(ctx: Context) = File(ctx.filesDir, "photos-${cfg.variant}-${cfg.precision}.mc2i")
 
-    fun saveIndex(ctx: Context, index: EmbeddingIndex) {
-        val f = indexFile(ctx)
-        val tmp = File(f.path + ".tmp")
-        tmp.outputStream().buffered().use { index.write(it) }
-        if (!tmp.renameTo(f)) throw IOException("cannot write ${f.path}")
-    }
+    /** Open this model's index (created when absent). IndexException: another model's index (ask, then [newIndex]). */
+    fun openIndex(ctx: Context): PhotoIndex = PhotoIndex.open(indexFile(ctx), indexHeader())
 
-    /**
-     * Embed every photo of the gallery not yet in the index (MediaStore; new or modified ones), drop deleted
-     * ones, save. [progress] gets (done, total); return false from it to stop early (the index keeps what is done).
-     * A photo that fails for any reason (unreadable, damaged, too large, a runtime error) is skipped and
-     * counted, and retried on the next run. Returns (added, skipped).
-     */
-    fun updateIndex(ctx: Context, index: EmbeddingIndex, progress: (Int, Int) -> Boolean): Pair<Int, Int> {
-        val uris = ArrayList<Pair<String, Long>>()
+    /** Replace whatever index file is there with an empty one for this model (after the user agreed). */
+    fun newIndex(ctx: Context): PhotoIndex = PhotoIndex.create(indexFile(ctx), indexHeader())
+
+    /** The gallery (MediaStore), newest first: key = content URI, stamp = DATE_MODIFIED in ms. */
+    fun library(ctx: Context): List<LibraryItem> {
+        val out = ArrayList<LibraryItem>()
         val cols = arrayOf(MediaStore.Images.Media._ID, MediaStore.Images.Media.DATE_MODIFIED)
         ctx.contentResolver.query(MediaStore.Images.Media.EXTERNAL_CONTENT_URI, cols, null, null,
             "${MediaStore.Images.Media.DATE_ADDED} DESC")?.use { c ->
@@ -113,35 +112,70 @@ class Engine(val bundle: LoadedBundle) {
             val mod = c.getColumnIndexOrThrow(MediaStore.Images.Media.DATE_MODIFIED)
             while (c.moveToNext()) {
                 val uri = ContentUris.withAppendedId(MediaStore.Images.Media.EXTERNAL_CONTENT_URI, c.getLong(id))
-                uris.add(uri.toString() to c.getLong(mod))
+                out.add(LibraryItem(uri.toString(), c.getLong(mod) * 1000L))
             }
         }
-        val present = uris.map { it.first }.toHashSet()
-        index.retain { it in present }
-        var added = 0
-        var skipped = 0
-        val todo = uris.filter { !index.contains(it.first, it.second) }
-        for ((i, item) in todo.withIndex()) {
-            if (!progress(i, todo.size)) break
-            try {
-                val d = ImageInput.decode(ctx, android.net.Uri.parse(item.first), minShortSide = cfg.resolution * 2, maxPixels = 0L)
-                index.put(item.first, item.second, embedImage(d.image, d.orientation))
-                added++
-                if (added % 200 == 0) saveIndex(ctx, index)
-            } catch (e: Exception) {
-                skipped++  // any failure of one photo: skipped, retried next time; the run goes on
-            } catch (e: OutOfMemoryError) {
-                skipped++
-            }
-        }
-        saveIndex(ctx, index)
-        progress(todo.size, todo.size)
-        return added to skipped
+        return out
     }
 
-    fun search(index: EmbeddingIndex, query: String, k: Int): Pair<List<SearchHit>, Boolean> {
+    /**
+     * A photo decoded at about the model's size: ContentResolver.loadThumbnail (API 29+; MediaStore serves it
+     * from its thumbnail cache, upright) asked for 2R x 2R, so a photo up to 2:1 keeps a short side >= R; older
+     * systems decode subsampled (ImageInput.decode, bounded). Never the full-size original.
+     */
+    private fun thumbnail(ctx: Context, uri: Uri): Pair<RgbImage, Int> {
+        val r = cfg.resolution
+        if (Build.VERSION.SDK_INT >= 29) {
+            val bmp = ctx.contentResolver.loadThumbnail(uri, Size(2 * r, 2 * r), null)
+            try {
+                return ImageInput.fromBitmap(bmp) to 1
+            } finally {
+                bmp.recycle()
+            }
+        }
+        val d = ImageInput.decode(ctx, uri, minShortSide = r, maxPixels = 0L)
+        return d.image to d.orientation
+    }
+
+    /**
+     * One batch for the index: each photo decoded small, preprocessed, run through the image model in a tight
+     * loop (the apps' bundles have batch 1), the output copied off at once (the runtime wrappers return a fresh
+     * FloatArray and close their tensors). A photo that fails is null: skipped now, retried next run.
+     */
+    fun embedBatch(ctx: Context, batch: List<LibraryItem>): List<FloatArray?> = batch.map { item ->
+        try {
+            val (img, orientation) = thumbnail(ctx, Uri.parse(item.key))
+            embedImage(img, orientation)
+        } catch (e: Exception) {
+            null
+        } catch (e: OutOfMemoryError) {
+            null
+        }
+    }
+
+    /** Index new / changed photos, tombstone deleted ones; [shouldStop] is checked between batches. */
+    fun updateIndex(ctx: Context, index: PhotoIndex, shouldStop: () -> Boolean, progress: (Int, Int) -> Unit): IndexingOutcome {
+        if (!IndexLock.lock.tryLock()) throw IllegalStateException("the background indexer is running: it will finish the job")
+        try {
+            return IndexingRun(index, BATCH).run(library(ctx), { embedBatch(ctx, it) }, shouldStop, progress)
+        } finally {
+            IndexLock.lock.unlock()
+        }
+    }
+
+    fun search(index: PhotoIndex, query: String, k: Int): Pair<List<SearchHit>, Boolean> {
         val tok = bundle.tokenizer ?: throw BundleException("this bundle has no tokenizer files")
         val truncated = tok.tokenize(query).truncated
         return index.search(embedText(query), k) to truncated
     }
+
+    companion object {
+        /** Photos per durable append (and per progress report). */
+        const val BATCH = 32
+    }
+}
+
+/** One appender per index file in this process (foreground run or IndexWorker). */
+object IndexLock {
+    val lock = java.util.concurrent.locks.ReentrantLock()
 }

@@ -189,6 +189,9 @@ class MainActivity : ComponentActivity() {
                     if (ContextCompat.checkSelfPermission(ctx, perm) == PackageManager.PERMISSION_GRANTED) vm.buildIndex() else ask.launch(perm)
                 }) { Text("Index photos") }
                 if (ui.indexing) Button(onClick = { vm.stopIndexing() }) { Text("Stop") }
+                Button(enabled = !ui.indexing, onClick = {
+                    if (ContextCompat.checkSelfPermission(ctx, perm) == PackageManager.PERMISSION_GRANTED) vm.indexInBackground() else ask.launch(perm)
+                }) { Text("While charging") }
             }
             OutlinedTextField(value = ui.query, onValueChange = { ui.query = it }, label = { Text("Search your photos") },
                 modifier = Modifier.fillMaxWidth())

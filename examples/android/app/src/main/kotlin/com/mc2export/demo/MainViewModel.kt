@@ -13,7 +13,8 @@ import androidx.compose.runtime.setValue
 import androidx.lifecycle.AndroidViewModel
 import com.mc2export.shared.BenchMode
 import com.mc2export.shared.BundleException
-import com.mc2export.shared.EmbeddingIndex
+import com.mc2export.shared.IndexException
+import com.mc2export.shared.PhotoIndex
 import com.mc2export.shared.FrameGate
 import com.mc2export.shared.Preprocess
 import com.mc2export.shared.SearchHit
@@ -62,7 +63,9 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
     private val main = Handler(Looper.getMainLooper())
     private val ctx get() = getApplication<Application>()
     private var engine: Engine? = null
-    private var index: EmbeddingIndex? = null
+    private var index: PhotoIndex? = null
+    /** Why the index on disk could not be opened (another model's): the next "Index photos" replaces it. */
+    private var indexRefused: String? = null
     private var verify: VerifyReport? = null
     private val stopIndexing = AtomicBoolean(false)
     @Volatile private var cleared = false
@@ -88,7 +91,7 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
         stopIndexing.set(true)
         cameraExecutor.shutdown()
         try {
-            worker.execute { engine?.bundle?.close(); engine = null }  // the models are closed on their own thread
+            worker.execute { engine?.bundle?.close(); engine = null; index?.close(); index = null }  // the models are closed on their own thread
         } catch (e: RejectedExecutionException) {
         }
         worker.shutdown()
@@ -116,7 +119,13 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
                 val b = BundleLoader.load(ctx, explicit, threads)
                 val e = Engine(b)
                 engine = e
-                index = e.loadIndex(ctx)
+                index?.close()
+                index = try {
+                    e.openIndex(ctx).also { indexRefused = null }
+                } catch (x: IndexException) {
+                    indexRefused = x.message
+                    null
+                }
                 post { ui.error = null; ui.status = "Checking the bundle's verification vectors ..." }
                 val v = e.runVerify()  // the bundle proves itself on this phone's runtime before it is used
                 verify = v
@@ -124,7 +133,8 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
                     ui.status = b.config.summary() + " - ${RuntimeBackend.reportName} ${RuntimeBackend.version}"
                     ui.verifyLines = v.lines()
                     ui.verifyStatus = v.status
-                    ui.indexInfo = "Index: ${index?.size ?: 0} photos"
+                    ui.indexInfo = indexRefused?.let { "$it. Tap \"Index photos\" to build a new index for this model." }
+                        ?: ("Index: ${index?.size ?: 0} photos" + (index?.droppedBytes?.takeIf { it > 0 }?.let { " (a torn last batch of $it bytes was dropped)" } ?: ""))
                 }
                 then()
             } catch (e: BundleException) {
@@ -210,11 +220,16 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
         val taken = submit {
             try {
                 val e = engine ?: throw BundleException(ui.error ?: "no bundle loaded")
-                val idx = index ?: e.loadIndex(ctx)
-                val (added, skipped) = e.updateIndex(ctx, idx) { done, total ->
+                // the user tapped "Index photos" after being told the old index is another model's: replace it
+                val idx = index ?: (if (indexRefused != null) e.newIndex(ctx) else e.openIndex(ctx))
+                indexRefused = null
+                index = idx
+                val out = e.updateIndex(ctx, idx, shouldStop = { stopIndexing.get() }) { done, total ->
                     post { ui.indexInfo = "Indexing $done / $total new photos ..." }
-                    !stopIndexing.get()
                 }
+                val added = out.added
+                val skipped = out.skipped
+                if (!out.stopped && idx.compactionDue) idx.compact()  // between runs, never while indexing
                 index = idx
                 post { ui.indexInfo = "Index: ${idx.size} photos ($added new" + (if (skipped > 0) ", $skipped skipped: unreadable" else "") + ")" }
             } catch (ex: Exception) {
@@ -226,14 +241,27 @@ class MainViewModel(app: Application) : AndroidViewModel(app) {
         if (!taken) ui.indexing = false
     }
 
-    fun stopIndexing() = stopIndexing.set(true)
+    fun stopIndexing() {
+        stopIndexing.set(true)
+        IndexWorker.pause(ctx)
+    }
+
+    /** Index in the background (WorkManager: while charging, battery not low); resumes after a pause. */
+    fun indexInBackground() {
+        IndexWorker.enqueue(ctx)
+        ui.indexInfo = "Indexing in the background while the phone charges (the index grows batch by batch)"
+    }
 
     fun search() {
         val q = ui.query
         submit {
             try {
                 val e = engine ?: throw BundleException(ui.error ?: "no bundle loaded")
-                val idx = index
+                var idx = index
+                // the background worker may have appended since: replay the file again when it grew
+                if (idx != null && idx.file.length() != idx.fileLength && IndexLock.lock.tryLock()) {
+                    try { idx.close(); idx = e.openIndex(ctx); index = idx } finally { IndexLock.lock.unlock() }
+                }
                 if (idx == null || idx.size == 0) {
                     post { ui.indexInfo = "The index is empty: tap \"Index photos\" first" }
                     return@submit

@@ -11,12 +11,15 @@ interface PreparedCall : AutoCloseable {
 interface ImageTower : AutoCloseable {
     fun embed(input: FloatArray, resolution: Int): FloatArray
     fun prepare(input: FloatArray, resolution: Int): PreparedCall
+    /** (input names, output names) as the runtime reports them (checked against config.json); null: not exposed. */
+    val ioNames: Pair<List<String>, List<String>>? get() = null
 }
 
 /** The text tower: int32 [1, contextLength] token row in, embedding out. */
 interface TextTower : AutoCloseable {
     fun embed(tokens: IntArray): FloatArray
     fun prepare(tokens: IntArray): PreparedCall
+    val ioNames: Pair<List<String>, List<String>>? get() = null
 }
 
 /**

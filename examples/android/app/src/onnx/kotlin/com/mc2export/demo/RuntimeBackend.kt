@@ -46,6 +46,7 @@ object RuntimeBackend : Backend {
         }
 
         override fun prepare(input: FloatArray, resolution: Int): PreparedCall = OrtCall(s, name, tensor(input, resolution))
+        override val ioNames get() = s.inputNames.toList() to s.outputNames.toList()
         override fun close() = s.close()
     }
 
@@ -58,6 +59,7 @@ object RuntimeBackend : Backend {
         }
 
         override fun prepare(tokens: IntArray): PreparedCall = OrtCall(s, name, tensor(tokens))
+        override val ioNames get() = s.inputNames.toList() to s.outputNames.toList()
         override fun close() = s.close()
     }
 

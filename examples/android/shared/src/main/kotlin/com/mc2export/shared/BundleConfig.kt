@@ -17,7 +17,8 @@ enum class ImageInputKind {
  * What the apps read from a bundle's `config.json` (written by `mc2export onnx|executorch|coreml`;
  * format in docs/bundle.md). Keys used, with the fallbacks accepted:
  *
- *  - `format` == "mc2export-bundle"; `bundle_version` <= [SUPPORTED_VERSION]
+ *  - `format` == "mc2export-bundle"; `bundle_version` == [SUPPORTED_VERSION] (BundleRules: the reading rules;
+ *    [BundleRules.loadConfig] reads a bundle folder under all of them)
  *  - `runtime`: "onnx" | "executorch" | "coreml"   (checked against the app's runtime)
  *  - `variant`, `name`, `precision`, `batch` (must be 1)
  *  - `preprocess.resolution` (or top-level `resolution`), `preprocess.interpolation` (bilinear|bicubic),
@@ -51,7 +52,9 @@ class BundleConfig(
     val randomWeights: Boolean,
     val versions: Map<String, String>,
     /** config.json's file table: path -> sha256 (verify/ files are checked against it). */
-    val fileSha256: Map<String, String>
+    val fileSha256: Map<String, String>,
+    /** The models' input / output names as config.json lists them (null: not listed), checked at model load (R6). */
+    val ioNames: Map<String, Pair<List<String>?, List<String>?>> = emptyMap()
 ) {
     val listedFiles: Set<String> get() = fileSha256.keys
 
@@ -66,13 +69,26 @@ class BundleConfig(
         return need.filter { !exists(it) }
     }
 
+    /** (field, path) of every path config.json names: each must stay inside the bundle (BundleRules.inside). */
+    fun paths(): List<Pair<String, String>> {
+        val out = ArrayList<Pair<String, String>>()
+        imageModelFile?.let { out.add("models.image.file" to it) }
+        textModelFile?.let { out.add("models.text.file" to it) }
+        if (hasText) { out.add("tokenizer.vocab" to vocabFile); out.add("tokenizer.merges" to mergesFile) }
+        for (f in fileSha256.keys) out.add("files" to f)
+        return out
+    }
+
+    /** The tolerance tier of this bundle's precision (from code: BundleRules.TIERS). */
+    val tier: String get() = BundleRules.TIERS.getValue(precision)
+
     /** One-line summary for the screen. */
     fun summary(): String = "$name ($runtime, $precision, ${resolution}px ${interpolation.id}, ${embedDim}-d)" +
         if (randomWeights) " - RANDOM WEIGHTS: results are meaningless" else ""
 
     companion object {
         const val FORMAT = "mc2export-bundle"
-        const val SUPPORTED_VERSION = 1
+        const val SUPPORTED_VERSION = BundleRules.BUNDLE_VERSION
         val RUNTIMES = listOf("onnx", "executorch", "coreml")
         private val EXTENSIONS = mapOf("onnx" to ".onnx", "executorch" to ".pte", "coreml" to ".mlpackage")
         private val EXPORT_CMD = mapOf("onnx" to "mc2export onnx", "executorch" to "mc2export executorch",
@@ -101,9 +117,12 @@ class BundleConfig(
                 throw BundleException("this folder is not an mc2export bundle (config.json format is ${J.describe(format)}, " +
                     "expected \"$FORMAT\"): export one with `mc2export executorch|onnx|coreml --variant s0 --out DIR`")
             }
-            val version = if (c["bundle_version"] == null) 1 else J.int(c["bundle_version"], "bundle_version")
+            val version = J.int(c["bundle_version"] ?: throw IllegalArgumentException("bundle_version is missing"), "bundle_version")
             if (version > SUPPORTED_VERSION) {
                 throw BundleException("bundle version $version is newer than this app understands ($SUPPORTED_VERSION): update the app")
+            }
+            if (version != SUPPORTED_VERSION) {
+                throw BundleException("bundle_version $version: written by an older mc2export; re-export the bundle with this one")
             }
             val runtime = J.str(c["runtime"], "runtime")
             if (runtime !in RUNTIMES) throw BundleException("config.json: unknown runtime \"$runtime\" (expected one of ${RUNTIMES.joinToString()})")
@@ -113,13 +132,14 @@ class BundleConfig(
             }
             val variant = J.str(c["variant"], "variant")
             val name = (c["name"] as? String) ?: variant
-            val precision = (c["precision"] as? String) ?: "fp32"
+            val precision = J.str(c["precision"], "precision")
+            BundleRules.tierOf(precision, "config.json")
             val batch = if (c["batch"] == null) 1 else J.int(c["batch"], "batch")
             if (batch != 1) throw BundleException("the bundle was exported with --batch $batch: the apps need --batch 1")
 
             val pre = J.obj(c["preprocess"] ?: throw IllegalArgumentException("preprocess is missing"), "preprocess")
             val resolution = J.int(pre["resolution"] ?: c["resolution"] ?: pre["size"], "preprocess.resolution")
-            if (resolution < 16 || resolution > 4096) throw IllegalArgumentException("preprocess.resolution $resolution is out of range")
+            if (resolution < 1 || resolution > 4096) throw IllegalArgumentException("preprocess.resolution $resolution is out of range")
             val interp = Interpolation.parse(J.str(pre["interpolation"], "preprocess.interpolation"))
             val resize = (pre["resize"] ?: pre["resize_mode"] ?: "shortest") as? String
             if (resize != "shortest") throw IllegalArgumentException("preprocess.resize \"$resize\" is not supported (only \"shortest\")")
@@ -132,12 +152,12 @@ class BundleConfig(
             val tok = c["tokenizer"] as? Map<*, *>
             val ctxRaw = tok?.get("context_length") ?: c["context_length"]
             val contextLength = if (ctxRaw == null) 77 else J.int(ctxRaw, "context_length")
-            if (contextLength < 2) throw IllegalArgumentException("context_length must be >= 2")
-            val vocab = (tok?.get("vocab") as? String) ?: "vocab.json"
-            val merges = (tok?.get("merges") as? String) ?: "merges.txt"
+            if (contextLength < 2 || contextLength > 1024) throw IllegalArgumentException("context_length $contextLength is outside 2..1024")
+            val vocab = BundleRules.safeRelative(tok?.get("vocab") ?: "vocab.json", "config.json tokenizer.vocab")
+            val merges = BundleRules.safeRelative(tok?.get("merges") ?: "merges.txt", "config.json tokenizer.merges")
 
             val embedDim = J.int(c["embed_dim"], "embed_dim")
-            if (embedDim < 1) throw IllegalArgumentException("embed_dim must be positive")
+            if (embedDim < 1 || embedDim > 8192) throw IllegalArgumentException("embed_dim $embedDim is outside 1..8192")
             val ls = c["logit_scale"]
             val logitScale = if (ls == null) 100f else J.double(ls, "logit_scale").toFloat()
             if (!(logitScale > 0f) || logitScale.isInfinite()) throw IllegalArgumentException("logit_scale must be a positive number, got $ls")
@@ -172,15 +192,35 @@ class BundleConfig(
             val versions = LinkedHashMap<String, String>()
             (c["versions"] as? Map<*, *>)?.forEach { (k, v) -> if (k is String && v != null) versions[k] = v.toString() }
             val files = LinkedHashMap<String, String>()
-            (c["files"] as? Map<*, *>)?.forEach { (k, v) ->
-                if (k is String) files[k] = ((v as? Map<*, *>)?.get("sha256") as? String) ?: ""
+            val table = J.obj(c["files"] ?: throw IllegalArgumentException("files is missing (the table of the bundle's files)"), "files")
+            for ((k, v) in table) {
+                val e = v as? Map<*, *>
+                val sha = e?.get("sha256") as? String
+                val n = e?.get("bytes")
+                if (sha == null || !HEX64.matches(sha) || n !is Long || n < 0) {
+                    throw IllegalArgumentException("files[${J.describe(k)}] must be {sha256: 64 hex digits, bytes: an integer}")
+                }
+                files[BundleRules.safeRelative(k, "config.json files")] = sha
+            }
+            val io = LinkedHashMap<String, Pair<List<String>?, List<String>?>>()
+            for ((tower, m) in listOf("image" to image, "text" to text)) if (m != null) {
+                io[tower] = names(m["inputs"], "models.$tower.inputs") to names(m["outputs"], "models.$tower.outputs")
             }
             return BundleConfig(runtime, variant, name, precision, resolution, interp, mean, std, contextLength, embedDim,
-                logitScale, ls != null, normalized, imageFile, textFile, kind, vocab, merges, random, versions, files)
+                logitScale, ls != null, normalized, imageFile, textFile, kind, vocab, merges, random, versions, files, io)
+        }
+
+        private val HEX64 = Regex("[0-9a-f]{64}")
+
+        /** models.<tower>.inputs / outputs: a list of {name, dtype, shape}; the names, or null when not listed. */
+        private fun names(v: Any?, what: String): List<String>? {
+            if (v == null) return null
+            val l = J.list(v, what)
+            return l.mapIndexed { i, x -> J.str((x as? Map<*, *>)?.get("name"), "$what[$i].name") }
         }
 
         private fun modelFile(m: Map<*, *>, what: String, ext: String): String {
-            val f = m["file"] as? String ?: throw IllegalArgumentException("$what.file is missing")
+            val f = BundleRules.safeRelative(m["file"] ?: throw IllegalArgumentException("$what.file is missing"), "config.json $what.file")
             if (!f.endsWith(ext)) {
                 throw BundleException("$what.file \"$f\" is not a $ext model: this bundle does not match its runtime")
             }

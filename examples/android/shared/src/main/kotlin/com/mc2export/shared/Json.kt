@@ -19,8 +19,12 @@ object Json {
         return v
     }
 
+    /** Deeper nesting is refused (no StackOverflowError from a hostile file); no real bundle nests past 6. */
+    const val MAX_DEPTH = 64
+
     private class Parser(val s: String) {
         var pos = 0
+        var depth = 0
 
         fun error(msg: String): ParseError {
             var line = 1
@@ -41,8 +45,12 @@ object Json {
         fun value(): Any? {
             if (pos >= s.length) throw error("unexpected end of JSON")
             return when (s[pos]) {
-                '{' -> obj()
-                '[' -> arr()
+                '{', '[' -> {
+                    if (++depth > MAX_DEPTH) throw error("nested deeper than $MAX_DEPTH levels")
+                    val v = if (s[pos] == '{') obj() else arr()
+                    depth--
+                    v
+                }
                 '"' -> str()
                 't' -> literal("true", true)
                 'f' -> literal("false", false)
@@ -144,7 +152,9 @@ object Json {
                 val l = t.toLongOrNull()
                 if (l != null) return l
             }
-            return t.toDoubleOrNull() ?: throw error("bad number '$t'")
+            val d = t.toDoubleOrNull() ?: throw error("bad number '$t'")
+            if (d.isInfinite()) throw error("number '${t.take(40)}' is out of range")  // 1e999: no infinities from files
+            return d
         }
     }
 

@@ -94,7 +94,9 @@ object VerifyVectors {
         val bytes: Int get() = count * (if (dtype == "uint8") 1 else 4)
     }
 
-    class TowerPlan(val tower: String, val inputs: ArrayFile, val expected: ArrayFile, val rows: Int, val texts: List<String>?)
+    class TowerPlan(val tower: String, val inputs: ArrayFile, val expected: ArrayFile, val rows: Int, val texts: List<String>?,
+                    /** From the tower's precision tier in code (BundleRules.TOLERANCES), never from the manifest. */
+                    val tolerance: Map<String, Double>)
 
     class Plan(val version: Int, val precision: String?, val tier: String?, val tolerance: Map<String, Double>, val towers: List<TowerPlan>)
 
@@ -103,7 +105,8 @@ object VerifyVectors {
     private fun arrayFile(v: Any?, what: String, dtype: String, rank: Int): ArrayFile {
         val e = v as? Map<*, *> ?: bad("manifest.json: $what is missing")
         val file = e["file"] as? String
-        if (file == null || !file.startsWith("verify/") || file.contains("..") || file.contains("\\") || file.contains("//")) {
+        val safe = try { BundleRules.safeRelative(file, "$what.file"); true } catch (x: BundleException) { false }
+        if (file == null || !safe || !file.startsWith("verify/")) {
             bad("manifest.json: $what.file must be a path inside verify/, got ${J.describe(e["file"])}")
         }
         if (e["dtype"] != dtype) bad("manifest.json: $what.dtype must be \"$dtype\", got ${J.describe(e["dtype"])}")
@@ -124,6 +127,7 @@ object VerifyVectors {
         val m = root as? Map<*, *> ?: bad("manifest.json must be a JSON object")
         val version = (m["version"] as? Long)?.toInt() ?: bad("manifest.json: version must be an integer")
         if (version > SUPPORTED_VERSION) bad("manifest version $version is newer than this app understands ($SUPPORTED_VERSION): update the app")
+        if (version != SUPPORTED_VERSION) bad("manifest version $version is not one this app reads ($SUPPORTED_VERSION): re-export the bundle")
         if (m["byte_order"] != "little") bad("manifest.json: byte_order must be \"little\", got ${J.describe(m["byte_order"])}")
         if (m["embed_dim"] != cfg.embedDim.toLong()) {
             bad("manifest.json: embed_dim ${J.describe(m["embed_dim"])} differs from config.json's ${cfg.embedDim}")
@@ -131,17 +135,11 @@ object VerifyVectors {
         if (m["output_normalized"] != cfg.outputNormalized) {
             bad("manifest.json: output_normalized ${J.describe(m["output_normalized"])} differs from config.json's ${cfg.outputNormalized}")
         }
-        val tol = m["tolerance"] as? Map<*, *>
-        val cosMin = (tol?.get("cosine_min") as? Number)?.toDouble()
-        if (tol == null || cosMin == null || tol["cosine_min"] is Boolean || !(cosMin > 0 && cosMin <= 1)) {
-            bad("manifest.json: tolerance.cosine_min must be a number in (0, 1]")
-        }
-        val tolerance = linkedMapOf("cosine_min" to cosMin)
-        if (tol.containsKey("max_abs_over_std")) {
-            val k = (tol["max_abs_over_std"] as? Number)?.toDouble()
-            if (k == null || !(k > 0)) bad("manifest.json: tolerance.max_abs_over_std must be a positive number")
-            tolerance["max_abs_over_std"] = k
-        }
+        // R3: the tolerance is the precision tier's, in this code; the manifest's numbers are informational only
+        val precision = m["precision"] as? String ?: bad("manifest.json: precision must be a string")
+        if (precision != cfg.precision) bad("manifest.json: precision \"$precision\" differs from config.json's \"${cfg.precision}\"")
+        val tier = try { BundleRules.tierOf(precision, "manifest.json") } catch (x: BundleException) { bad(x.message ?: "unknown precision") }
+        val tolerance = BundleRules.TOLERANCES.getValue(tier)
         val towers = m["towers"] as? Map<*, *> ?: bad("manifest.json: towers is missing")
         for (k in towers.keys) if (k != "image" && k != "text") bad("manifest.json: unknown tower \"$k\"")
         val plans = ArrayList<TowerPlan>()
@@ -157,6 +155,7 @@ object VerifyVectors {
             else arrayFile(tm["inputs"], "towers.text.inputs", "int32", 2)
             val expected = arrayFile(tm["expected"], "towers.$name.expected", "float32", 2)
             val rows = inputs.shape[0]
+            if (rows > BundleRules.MAX_ROWS) bad("$name inputs hold $rows rows (at most ${BundleRules.MAX_ROWS})")
             if (name == "image") {
                 val s = inputs.shape
                 if (s[1] != cfg.resolution || s[2] != cfg.resolution || s[3] != 3) {
@@ -176,10 +175,16 @@ object VerifyVectors {
             if (name == "text" && texts != null && (texts !is List<*> || texts.size != rows)) {
                 bad("manifest.json: towers.text.texts must list $rows strings")
             }
-            plans.add(TowerPlan(name, inputs, expected, rows, (texts as? List<*>)?.map { it.toString() }))
+            // an `auto` bundle's tower names its own precision: its tier's tolerance (still from this code)
+            val own = tm["precision"]
+            val towerTol = if (own == null) tolerance else {
+                val t2 = try { BundleRules.tierOf(own as? String, "manifest.json towers.$name") } catch (x: BundleException) { bad(x.message ?: "unknown precision") }
+                BundleRules.TOLERANCES.getValue(t2)
+            }
+            plans.add(TowerPlan(name, inputs, expected, rows, (texts as? List<*>)?.map { it.toString() }, towerTol))
         }
         if (plans.isEmpty()) bad("manifest.json lists no tower")
-        return Plan(version, m["precision"] as? String, m["tier"] as? String, tolerance, plans)
+        return Plan(version, precision, tier, tolerance, plans)
     }
 
     private fun hex(bytes: ByteArray): String {
@@ -252,6 +257,7 @@ object VerifyVectors {
                 val inputs = load(read, t.inputs, cfg.fileSha256)
                 val expBytes = load(read, t.expected, cfg.fileSha256)
                 val expected = FloatArray(t.rows * d) { java.lang.Float.intBitsToFloat(le32(expBytes, it * 4)) }
+                if (expected.any { it.isNaN() || it.isInfinite() }) bad("${t.expected.file} holds NaN or infinite values: the vectors are damaged")
                 val got = FloatArray(t.rows * d)
                 val t0 = clockNs()
                 for (r in 0 until t.rows) {
@@ -265,7 +271,7 @@ object VerifyVectors {
                     if (out.size != d) bad("the ${t.tower} model returned ${out.size} values, expected $d")
                     System.arraycopy(out, 0, got, r * d, d)
                 }
-                checks.add(compare(t.tower, got, expected, t.rows, d, plan.tolerance, (clockNs() - t0) / 1e9))
+                checks.add(compare(t.tower, got, expected, t.rows, d, t.tolerance, (clockNs() - t0) / 1e9))
             }
             val ok = checks.all { it.passed }
             VerifyReport(if (ok) "passed" else "failed", null, plan.version, plan.precision, plan.tier, plan.tolerance, checks)

@@ -19,7 +19,7 @@ class AppLogicTest {
         else linkedMapOf("name" to "image", "dtype" to "float32", "shape" to listOf(1, 3, 256, 256), "range" to listOf(0.0, 1.0),
             "normalization" to "none needed (mean 0, std 1)")
         val c = linkedMapOf<String, Any?>(
-            "format" to "mc2export-bundle", "bundle_version" to 1, "runtime" to runtime,
+            "format" to "mc2export-bundle", "bundle_version" to 2, "runtime" to runtime,
             "variant" to "mobileclip2-s0", "name" to "MobileCLIP2-S0", "precision" to "fp32", "batch" to 1, "resolution" to 256,
             "preprocess" to linkedMapOf("resolution" to 256, "resize" to "shortest", "crop" to "center",
                 "interpolation" to "bilinear", "mean" to listOf(0.0, 0.0, 0.0), "std" to listOf(1.0, 1.0, 1.0)),
@@ -30,7 +30,7 @@ class AppLogicTest {
                 "text" to linkedMapOf("file" to "text$ext")),
             "weights" to linkedMapOf("source" to "checkpoint", "random_weights" to false),
             "versions" to linkedMapOf("mc2export" to "0.1.0", "executorch" to "1.4.1"),
-            "files" to linkedMapOf("image$ext" to linkedMapOf("sha256" to "x", "bytes" to 1))
+            "files" to linkedMapOf("image$ext" to linkedMapOf("sha256" to "ab".repeat(32), "bytes" to 1))
         )
         edit(c)
         return Json.write(c)
@@ -105,7 +105,7 @@ class AppLogicTest {
         expectError(config { it["output_normalized"] = "yes" }, "executorch", "output_normalized must be true or false")
         expectError(config { it["logit_scale"] = "100" }, "executorch", "logit_scale must be a number")
         expectError(config { it["logit_scale"] = -1.0 }, "executorch", "logit_scale must be a positive number")
-        expectError(config { it["embed_dim"] = 0L }, "executorch", "embed_dim must be positive")
+        expectError(config { it["embed_dim"] = 0L }, "executorch", "embed_dim 0 is outside 1..8192")
         expectError(config { it["embed_dim"] = true }, "executorch", "embed_dim must be an integer")
         expectError(config { m ->
             @Suppress("UNCHECKED_CAST")
@@ -229,36 +229,6 @@ class AppLogicTest {
         assertTrue(p[0] > 0.99f)
         assertEquals(listOf(2, 0, 1), ZeroShot.topK(floatArrayOf(0.2f, 0.1f, 0.7f), 5).toList())
         assertEquals(listOf(0), ZeroShot.topK(floatArrayOf(0.5f, 0.5f), 1).toList())
-    }
-
-    @Test
-    fun photoIndexSearchAndPersistence() {
-        val idx = EmbeddingIndex("mobileclip2-s0", "executorch", "fp32", 3)
-        idx.put("content://1", 10L, floatArrayOf(1f, 0f, 0f))
-        idx.put("content://2", 11L, floatArrayOf(0f, 1f, 0f))
-        idx.put("content://3", 12L, floatArrayOf(0.9f, 0.1f, 0f))
-        idx.put("content://2", 13L, floatArrayOf(0f, 0f, 5f))  // replaced (photo edited)
-        assertEquals(3, idx.size)
-        assertTrue(idx.contains("content://2", 13L))
-        assertFalse(idx.contains("content://2", 11L))
-        val hits = idx.search(floatArrayOf(2f, 0f, 0f), 2)
-        assertEquals(listOf("content://1", "content://3"), hits.map { it.key })
-        assertEquals(1f, hits[0].score, 1e-6f)
-        val buf = ByteArrayOutputStream()
-        idx.write(buf)
-        val back = EmbeddingIndex.read(ByteArrayInputStream(buf.toByteArray()), "mobileclip2-s0", "executorch", "fp32", 3)!!
-        assertEquals(3, back.size)
-        assertEquals(hits.map { it.key }, back.search(floatArrayOf(2f, 0f, 0f), 2).map { it.key })
-        assertNull(EmbeddingIndex.read(ByteArrayInputStream(buf.toByteArray()), "mobileclip2-s2", "executorch", "fp32", 3))
-        assertNull(EmbeddingIndex.read(ByteArrayInputStream(byteArrayOf(1, 2, 3)), "mobileclip2-s0", "executorch", "fp32", 3))
-        back.retain { it != "content://1" }
-        assertEquals(2, back.size)
-        try {
-            idx.put("x", 0L, floatArrayOf(1f))
-            fail("expected an error")
-        } catch (e: IllegalArgumentException) {
-            assertTrue(e.message!!.contains("3-d"))
-        }
     }
 
     @Test

@@ -2,6 +2,7 @@ package com.mc2export.shared
 
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
+import org.junit.Assert.fail
 import org.junit.Assume.assumeTrue
 import org.junit.Test
 import java.io.File
@@ -29,7 +30,7 @@ class VerifyTest {
     private fun fixture(): Fixture {
         val d = dir
         assumeTrue("no verify fixture (python tests/app_fixtures.py writes it)", d != null && File(d, "config.json").isFile)
-        val cfg = BundleConfig.parse(File(d, "config.json").readText(Charsets.UTF_8), "onnx")
+        val cfg = BundleRules.loadConfig(d!!, "onnx")
         val files = LinkedHashMap<String, ByteArray>()
         File(d, "verify").listFiles()!!.forEach { files["verify/${it.name}"] = it.readBytes() }
         return Fixture(cfg, files, f32(File(d, "fake_model/image_w.f32")), f32(File(d, "fake_model/text_w.f32")))
@@ -107,7 +108,12 @@ class VerifyTest {
             "dtype" to (manifest(f) { it.at("towers", "text", "inputs")["dtype"] = "int64" } to "towers.text.inputs.dtype must be \"int32\""),
             "outside" to (manifest(f) { it.at("towers", "text", "inputs")["file"] = "../config.json" } to "must be a path inside verify/"),
             "dim" to (manifest(f) { it["embed_dim"] = 4L } to "embed_dim 4 differs from config.json's 8"),
-            "tolerance" to (manifest(f) { it["tolerance"] = linkedMapOf("cosine_min" to "high") } to "tolerance.cosine_min must be a number"),
+            "older" to (manifest(f) { it["version"] = 0L } to "manifest version 0 is not one this app reads"),
+            "precision" to (manifest(f) { it["precision"] = "int8" } to "precision \"int8\" differs from config.json's \"fp32\""),
+            "tower precision" to (manifest(f) { it.at("towers", "image")["precision"] = "fp64" } to "precision \"fp64\" is not one this app knows"),
+            "absolute" to (manifest(f) { it.at("towers", "image", "expected")["file"] = "/etc/passwd" } to "must be a path inside verify/"),
+            "climbs" to (manifest(f) { it.at("towers", "image", "expected")["file"] = "verify/../config.json" } to "must be a path inside verify/"),
+            "rows" to (manifest(f) { it.at("towers", "text", "inputs")["shape"] = listOf(20000L, 77L) } to "text inputs hold 20000 rows (at most 10000)"),
             "expected rows" to (manifest(f) { it.at("towers", "text", "expected")["shape"] = listOf(2L, 8L) } to "text expected shape [2, 8] is not [3, 8]"),
             "not json" to (f.files + (VerifyVectors.MANIFEST to "{".toByteArray()) to "manifest.json is not valid JSON"),
             "size" to (f.files + ("verify/image_expected.f32" to f.files.getValue("verify/image_expected.f32").copyOf(60)) to
@@ -138,5 +144,87 @@ class VerifyTest {
         val r = run(f, cfg = imageOnly)
         assertEquals("error", r.status)
         assertTrue(r.message!!, r.message!!.contains("manifest.json has text vectors, but the bundle has no text model"))
+    }
+
+    @Suppress("UNCHECKED_CAST")
+    private fun configMap(): MutableMap<String, Any?> = Json.parse(File(dir, "config.json").readText(Charsets.UTF_8)) as MutableMap<String, Any?>
+
+    @Test
+    fun toleranceComesFromTheTierNotTheManifestAndExpectedValuesMustBeFinite() {
+        val f = fixture()
+        var textCalls = 0
+        val loose = manifest(f) { it["tolerance"] = linkedMapOf("cosine_min" to -1.0, "max_abs_over_std" to 1e9) }
+        val r = VerifyVectors.run(f.cfg, { loose[it] }, runImage = { FloatArray(f.cfg.embedDim) { 1f } },
+            runText = { FloatArray(f.cfg.embedDim) { i -> if (textCalls++ >= 0 && i % 2 == 0) 1f else -1f } })
+        assertEquals("failed", r.status)  // unrelated outputs fail at the fp32 tier's 0.99999, whatever the file says
+        assertTrue(r.lines()[0], r.lines()[0].contains("tier fp32: cosine >= 0.99999"))
+        // NaN in the expected rows (with a matching checksum): refused, not compared
+        val nan = f.files.getValue("verify/text_expected.f32").copyOf().also { it[2] = 0xC0.toByte(); it[3] = 0x7F }
+        val c = configMap()
+        @Suppress("UNCHECKED_CAST")
+        ((c["files"] as MutableMap<String, Any?>)["verify/text_expected.f32"] as MutableMap<String, Any?>)["sha256"] = BundleRules.sha256Hex(nan)
+        val r2 = run(f, f.files + ("verify/text_expected.f32" to nan), cfg = BundleConfig.parse(Json.write(c), "onnx"))
+        assertEquals("error", r2.status)
+        assertTrue(r2.message!!, r2.message!!.contains("text_expected.f32 holds NaN or infinite values"))
+    }
+
+    /** A copy of the fixture bundle whose config.json is [edit]ed and re-sealed (config.json.sha256 rewritten). */
+    private fun copyBundle(edit: (MutableMap<String, Any?>) -> Unit = {}, seal: Boolean = true): File {
+        val d = java.nio.file.Files.createTempDirectory("mc2-rules").toFile()
+        File(dir, "verify").copyRecursively(File(d, "verify"))
+        val c = configMap()
+        edit(c)
+        val bytes = Json.write(c).toByteArray(Charsets.UTF_8)
+        File(d, "config.json").writeBytes(bytes)
+        if (seal) File(d, "config.json.sha256").writeText("${BundleRules.sha256Hex(bytes)}  config.json\n")
+        return d
+    }
+
+    private fun refused(d: File, fragment: String) {
+        try {
+            BundleRules.loadConfig(d, "onnx")
+            fail("expected a refusal: $fragment")
+        } catch (e: BundleException) {
+            assertTrue(e.message!!, e.message!!.contains(fragment) && !e.message!!.contains("\n"))
+        }
+    }
+
+    @Test
+    fun bundleFolderReadingRules() {
+        assumeTrue(dir != null)
+        val ok = copyBundle()
+        assertEquals("fp32", BundleRules.loadConfig(ok, "onnx").tier)
+        File(ok, "config.json").appendText(" ")  // R1: edited after export
+        refused(ok, "config.json does not match config.json.sha256")
+        refused(copyBundle(seal = false), "config.json does not match config.json.sha256")
+        refused(copyBundle({ it["bundle_version"] = 1L }), "bundle_version 1: written by an older mc2export")
+        refused(copyBundle({ it["bundle_version"] = 3L }), "newer than this app understands")
+        refused(copyBundle({ it["precision"] = "fp8" }), "precision \"fp8\" is not one this app knows")
+        @Suppress("UNCHECKED_CAST")
+        fun models(c: MutableMap<String, Any?>) = c["models"] as MutableMap<String, MutableMap<String, Any?>>
+        refused(copyBundle({ models(it).getValue("image")["file"] = "../image.onnx" }), "has an empty, '.' or '..' component")
+        refused(copyBundle({ models(it).getValue("image")["file"] = "/tmp/image.onnx" }), "is not a relative POSIX path")
+        refused(copyBundle({ (it["tokenizer"] as MutableMap<String, Any?>)["vocab"] = "a\\..\\vocab.json" }), "is not a relative POSIX path")
+        refused(copyBundle({ it["embed_dim"] = 100000L }), "embed_dim 100000 is outside 1..8192")
+        // R2: a symlink inside the bundle that leads out of it
+        val link = copyBundle({ models(it).getValue("image")["file"] = "image.onnx" })
+        java.nio.file.Files.createSymbolicLink(File(link, "image.onnx").toPath(), File("/etc/hostname").toPath())
+        refused(link, "leaves the bundle folder (a symlink out of it)")
+        // R5: JSON that is too deep or has an overflowing number: one clean line, no StackOverflowError
+        val deep = copyBundle()
+        File(deep, "config.json").writeText("[".repeat(100000))
+        refused(deep, "nested deeper than")
+        val huge = copyBundle()
+        File(huge, "config.json").writeText(File(huge, "config.json").readText().replace("\"logit_scale\": 100.0", "\"logit_scale\": 1e999"))
+        refused(huge, "out of range")
+        // R6: the names a runtime reports must be config.json's
+        BundleRules.checkNames("image", "inputs", listOf("image"), listOf("image"))
+        BundleRules.checkNames("image", "inputs", null, listOf("anything"))  // not listed: nothing to compare
+        try {
+            BundleRules.checkNames("text", "outputs", listOf("embedding"), listOf("logits"))
+            fail("expected a refusal")
+        } catch (e: BundleException) {
+            assertTrue(e.message!!, e.message!!.contains("the text model's outputs are [logits], but config.json says [embedding]"))
+        }
     }
 }
