@@ -282,17 +282,47 @@ def test_decode_reduced_exif_and_formats(tmp_path):
     assert np.abs(a - b).mean() < 3.0 and np.abs(a - exact).mean() > 10
 
 
-def test_heic_read(tmp_path):
+def test_heic_read(tmp_path, s0_onnx):
     pillow_heif = pytest.importorskip("pillow_heif")
     from mc2export.library.decode import DecodeConfig, model_input
 
     src = _photo(tmp_path / "src.png", 5, size=(512, 384))
     heif = pillow_heif.from_pillow(Image.open(src))
-    heif.save(tmp_path / "x.heic", quality=95)
+    heic = tmp_path / "photos" / "x.heic"
+    heic.parent.mkdir()
+    heif.save(heic, quality=95)
     pre = {"resolution": 256, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3}
-    a = model_input((tmp_path / "x.heic").read_bytes(), DecodeConfig(pre)).astype(np.float32)
+    a = model_input(heic.read_bytes(), DecodeConfig(pre)).astype(np.float32)
     b = model_input(src.read_bytes(), DecodeConfig(pre)).astype(np.float32)
     assert np.abs(a - b).mean() < 4.0
+    assert _index(tmp_path / "photos", tmp_path / "lib", s0_onnx, "--workers", 0) == 0  # found and indexed
+    rows, counts = _dump(tmp_path / "lib")
+    assert counts["ok"] == 1 and rows[0][0].endswith("x.heic")
+
+
+def test_disk_full_stops_the_run_cleanly(tmp_path, s0_onnx, monkeypatch, capsys):
+    from mc2export.library import store
+
+    photos = _album(tmp_path / "photos", 6)
+    lib = tmp_path / "lib"
+    real, calls = os.pwrite, []
+
+    def fills_up(fd, data, off):
+        calls.append(off)
+        if len(calls) > 1:  # the second batch finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, off)
+
+    monkeypatch.setattr(store.os, "pwrite", fills_up)
+    capsys.readouterr()
+    assert _index(photos, lib, s0_onnx, "--workers", 0, "--commit-every", 2) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the disk is full") and "run the same command again" in err[0]
+    _, part = _dump(lib)
+    assert part["ok"] == 2 and part["rows"] == 2
+    monkeypatch.setattr(store.os, "pwrite", real)
+    assert _index(photos, lib, s0_onnx, "--workers", 0, "--commit-every", 2) == 0
+    assert _dump(lib)[1]["ok"] == 6
 
 
 def test_commit_is_crash_safe_and_disk_full_stops_cleanly(tmp_path, monkeypatch):

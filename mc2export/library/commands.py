@@ -28,7 +28,7 @@ def register(app: typer.Typer, command) -> None:
                   runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="onnxruntime, openvino, "
                                                         "executorch, torch (default: the bundle's own)."),
                   engine: str = typer.Option("local", "--engine", help="local (a process pool here) or ray (Ray "
-                                             "Data; pip install 'mc2export[ray]')."),
+                                             "Data; needs the ray extra)."),
                   address: Optional[str] = typer.Option(None, "--address", help="Ray: the cluster to join "
                                                         "(ray://HOST:10001 or auto; default: a local instance)."),
                   dtype: str = typer.Option("fp16", "--dtype", help="Stored embeddings: fp16 or fp32 (new library "
