@@ -1,6 +1,6 @@
 /// IEEE 754 binary16 <-> binary32 by bit manipulation: the same bits on every platform (Swift's `Float16` is
 /// missing on Intel Macs, and without F16C its conversions are library calls). The index stores embeddings as
-/// fp16 bits (docs/app_index.md); the search widens them four lanes at a time (`widen4`).
+/// fp16 bits (docs/app_index.md); the search widens them eight at a time (`scaledLow` / `scaledHigh`).
 public enum Half {
     /// Float -> binary16 bits, rounding to nearest even (numpy's `astype(float16)`); overflow gives infinity.
     public static func bits(_ f: Float) -> UInt16 {
@@ -36,17 +36,20 @@ public enum Half {
         return Float(bitPattern: sign | (exp + 112) << 23 | man << 13)
     }
 
-    /// Four binary16 values (in the low 16 bits of each lane) widened at once with integer lane operations
-    /// only -- no mask selects, no lane-type conversions (both become per-lane scalar code in Swift's generic
-    /// SIMD, ~100x slower), and no subnormal float is ever formed (no slow path on x86). Normals: the exponent
-    /// is rebased by 112; subnormals: rebased one step further, then 2^-14 subtracted (exact); inf / NaN keep an
-    /// all-ones exponent. Exact for every input (IndexTests checks all 65536).
-    @inlinable public static func widen4(_ h: SIMD4<UInt32>) -> SIMD4<Float> {
-        let e = h & 0x7C00
-        let sub = (e &- 1) &>> 31                     // 1 where the exponent is 0 (zero, subnormal)
-        let inf = ((e ^ 0x7C00) &- 1) &>> 31          // 1 where the exponent is 31 (inf, NaN)
-        let u = ((h & 0x7FFF) &<< 13) &+ 0x3800_0000 &+ (sub &<< 23) &+ (inf &* 0x3800_0000)
-        let f = unsafeBitCast(u, to: SIMD4<Float>.self) - unsafeBitCast((0 &- sub) & 0x3880_0000, to: SIMD4<Float>.self)
-        return unsafeBitCast(unsafeBitCast(f, to: SIMD4<UInt32>.self) | ((h & 0x8000) &<< 16), to: SIMD4<Float>.self)
+    /// The search's widening, four 32-bit lanes = eight halves at a time (little-endian: element 2l in the low
+    /// 16 bits of lane l, 2l+1 in the high 16): each half's sign, exponent and mantissa are moved into a float's
+    /// bits unchanged, which gives the half's value times 2^-112 exactly -- for subnormal halves too (as float
+    /// subnormals). The caller multiplies the query by 2^112 once, so every product, and the float32 dot
+    /// product, equals the one with the widened halves (scaling by a power of two is exact). Four to five
+    /// integer lane operations per four values, no selects, no lane-type conversions (generic in Swift's SIMD,
+    /// per-lane scalar code). Not for inf / NaN halves: the writers never store them (vectors are normalized).
+    public static let searchScale: Float = 0x1p112
+
+    @inlinable public static func scaledLow(_ w: SIMD4<UInt32>) -> SIMD4<Float> {
+        unsafeBitCast(((w & 0x7FFF) &<< 13) | ((w & 0x8000) &<< 16), to: SIMD4<Float>.self)
+    }
+
+    @inlinable public static func scaledHigh(_ w: SIMD4<UInt32>) -> SIMD4<Float> {
+        unsafeBitCast(((w & 0x7FFF_0000) &>> 3) | (w & 0x8000_0000), to: SIMD4<Float>.self)
     }
 }

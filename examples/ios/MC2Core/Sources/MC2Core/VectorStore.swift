@@ -136,12 +136,12 @@ public struct VectorStore: Sendable {
             }
         }
         #else
-        // Elsewhere: a tight loop over 8 halves at a time, read as four 32-bit lanes (little-endian: element 2l
-        // in the low half of lane l, 2l+1 in the high half), widened in registers (Half.widen4) and multiplied
-        // with the query split into its even and odd elements once per call; the dim % 8 tail is scalar.
+        // Elsewhere: a tight loop over 8 halves at a time, read as four 32-bit lanes and widened in registers
+        // (Half.scaledLow / scaledHigh: the values times 2^-112, exactly), multiplied with the query's even and
+        // odd elements times 2^112 (split once per call); the dim % 8 tail is scalar.
         let chunks = dim / 8
         var qe = [Float](repeating: 0, count: chunks * 4), qo = [Float](repeating: 0, count: chunks * 4)
-        for i in 0..<(chunks * 4) { qe[i] = q[2 * i]; qo[i] = q[2 * i + 1] }
+        for i in 0..<(chunks * 4) { qe[i] = q[2 * i] * Half.searchScale; qo[i] = q[2 * i + 1] * Half.searchScale }
         vectors.withUnsafeBufferPointer { v in
             qe.withUnsafeBytes { qeb in
                 qo.withUnsafeBytes { qob in
@@ -151,8 +151,8 @@ public struct VectorStore: Sendable {
                         var a0 = SIMD4<Float>(), a1 = SIMD4<Float>()
                         for c in 0..<chunks {
                             let w = row.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<UInt32>.self)
-                            a0 += Half.widen4(w & 0xFFFF) * qeb.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<Float>.self)
-                            a1 += Half.widen4(w &>> 16) * qob.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<Float>.self)
+                            a0 += Half.scaledLow(w) * qeb.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<Float>.self)
+                            a1 += Half.scaledHigh(w) * qob.loadUnaligned(fromByteOffset: c * 16, as: SIMD4<Float>.self)
                         }
                         var s = (a0 + a1).sum()
                         for j in (chunks * 8)..<dim { s += Half.float(v[(start + r) * dim + j]) * q[j] }

@@ -166,9 +166,12 @@ final class IndexTests: XCTestCase {
         for h in 0...0xFFFF {
             let bits = UInt16(h)
             let f = Half.float(bits)
-            let wide = Half.widen4(SIMD4<UInt32>(repeating: UInt32(bits)))[3]
-            if f.isNaN { XCTAssert(wide.isNaN); continue }
-            XCTAssertEqual(wide.bitPattern, f.bitPattern, "widen4 of \(h)")
+            if f.isFinite {  // the search's widening: the value times 2^-112, in both halves of a lane, exactly
+                let w = SIMD4<UInt32>(repeating: UInt32(bits) | UInt32(bits) << 16)
+                XCTAssertEqual((Half.scaledLow(w)[3] * Half.searchScale).bitPattern, f.bitPattern, "low half \(h)")
+                XCTAssertEqual((Half.scaledHigh(w)[3] * Half.searchScale).bitPattern, f.bitPattern, "high half \(h)")
+            }
+            if f.isNaN { continue }
             XCTAssertEqual(Half.bits(f), bits, "round trip of \(h)")
         }
         var t = TopK(3)
