@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Run one fuzz target under atheris (libFuzzer): ``python benchmarks/fuzz/run.py TARGET [flags]``.
 
 Targets and what may escape them: benchmarks/fuzz/targets.py. The committed seed corpus is
@@ -53,11 +54,16 @@ def main(argv) -> None:
     if len(argv) >= 2 and argv[1] == "--all":  # run.py --all WORKDIR [target=runs ...]
         runs = dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in argv[3:]) or {t: 300 for t in TARGETS}
         sys.exit(run_all(runs, argv[2]))
-    if len(argv) < 2 or argv[1] not in TARGETS:
+    import os
+
+    if len(argv) >= 2 and argv[1] in TARGETS:
+        name, args = argv[1], [argv[0]] + argv[2:]
+        os.environ["MC2EXPORT_FUZZ_TARGET"] = name  # libFuzzer's -merge / -jobs children run us without it
+    elif os.environ.get("MC2EXPORT_FUZZ_TARGET") in TARGETS:
+        name, args = os.environ["MC2EXPORT_FUZZ_TARGET"], list(argv)
+    else:
         sys.exit(f"usage: run.py TARGET [libFuzzer flags and corpus folders]; targets: {', '.join(TARGETS)}")
-    name = argv[1]
-    args = [argv[0]] + argv[2:]
-    if not any(not a.startswith("-") for a in argv[2:]):
+    if not any(not a.startswith("-") for a in args[1:]):
         import tempfile
 
         # libFuzzer adds what it finds to the first folder: a temporary one, the committed seeds stay as they are

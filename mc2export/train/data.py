@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import tarfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,10 +366,12 @@ def decode_image(data: bytes):
     from ..preprocess import check_decodable
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            check_decodable(*im.size)  # from the header, before decoding (a bomb is a skipped sample)
-            im.load()
-            return im.convert("RGB")
+        with warnings.catch_warnings():  # Pillow's bomb warning: check_decodable refuses those
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                check_decodable(*im.size)  # from the header, before decoding (a bomb is a skipped sample)
+                im.load()
+                return im.convert("RGB")
     except Exception as e:  # PIL raises many types for damaged data
         raise SampleError(f"undecodable image ({type(e).__name__})") from None
 
