@@ -17,7 +17,9 @@ from pathlib import Path
 def seal(folder: Path) -> None:
     """Write ``config.json.sha256`` for the folder's config.json as it is now (``sha256sum -c`` format)."""
     data = (Path(folder) / "config.json").read_bytes()
-    (Path(folder) / "config.json.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  config.json\n")
+    tmp = Path(folder) / ".config.json.sha256.new"
+    tmp.write_text(f"{hashlib.sha256(data).hexdigest()}  config.json\n")
+    os.replace(tmp, Path(folder) / "config.json.sha256")  # never write through a hard link into the original
 
 
 def _link_or_copy(src: str, dst: str) -> None:
