@@ -362,8 +362,10 @@ def quantize(float_path: Path, out_path: Path, precision: str, *, tower: str, wr
         except ValueError as e:  # a tensor the quantizer cannot take: its module stays float, and we retry
             m = _RE_QUANT_FAIL.search(str(e))
             if not m or len(skipped) >= QUANTIZER_RETRIES:
-                raise RuntimeError(f"ai-edge-quantizer failed ({precision}, {tower} tower): "
-                                   f"{' '.join(str(e).split())[:400]}") from None
+                from .validate import ValidationError  # a toolchain defect, not the user's input: exit 3
+
+                raise ValidationError(f"ai-edge-quantizer failed ({precision}, {tower} tower): "
+                                      f"{' '.join(str(e).split())[:400]}") from None
             scope = m.group(1).split(";")[0]
             skipped.append(scope)
             log(f"  ai-edge-quantizer cannot quantize {scope.rsplit('/', 1)[-1]}: kept in float, retrying")
