@@ -281,6 +281,17 @@ def test_conversion_cache(tmp_path, monkeypatch):
     assert L.convert_cached("image", w, x, tmp_path / "c.tflite") is False and calls == ["image", "image"]
 
 
+def test_quantizer_failures_name_the_module_kept_float():
+    """ai-edge-quantizer 0.10's error on an MCi3/4 stage-4 conv names the tensor; its module is kept float (retried)."""
+    msg = ("Failed to get quantization parameters for tensor: mc2export.export.litert._signature_module.<locals>."
+           "ImageSignature/mc2export.export.wrappers.ImageEncoder_m/mc2export.mci.Stage_4/mc2export.blocks.ConvMlp_mlp/"
+           "torch.nn.modules.conv.Conv2d_fc1;1. Error: input operand has more dimensions than allowed by the axis "
+           "remapping")
+    name = L._RE_QUANT_FAIL.search(msg).group(1)
+    assert name.endswith("ConvMlp_mlp/torch.nn.modules.conv.Conv2d_fc1;1") and name.startswith("mc2export.export")
+    assert L.QUANTIZER_RETRIES >= 4
+
+
 @pytest.mark.slow
 def test_int8_static_recipe_and_its_verdict_on_mci0(bundles, checkpoints, tmp_path):
     """int8-static of S0's image tower: float32 signature I/O, the MCi downsampling layers, final conv and head float,

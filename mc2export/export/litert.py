@@ -53,6 +53,10 @@ CACHE_ENV = "MC2EXPORT_LITERT_CACHE"
 # softmax, attention products over 77 tokens -- were not tried here).
 STATIC_TOWERS = ("image",)
 DYNAMIC_RECIPE = "dynamic_wi8_afp32"
+# ai-edge-quantizer 0.10 fails on some tensors (MCi3/4's stage-4 ConvMlp fc1: "input operand has more dimensions than
+# allowed by the axis remapping"): their modules stay float, up to this many
+QUANTIZER_RETRIES = 8
+_RE_QUANT_FAIL = re.compile(r"Failed to get quantization parameters for tensor: (\S+?)\. Error")
 STATIC_RECIPE = "static_wi8_ai8"
 _TYPES = {np.float32: "float32", np.float16: "float16", np.int32: "int32", np.int64: "int64", np.int8: "int8",
           np.uint8: "uint8"}
@@ -343,15 +347,32 @@ def quantize(float_path: Path, out_path: Path, precision: str, *, tower: str, wr
         record.update(method=f"full-integer static ({STATIC_RECIPE}): int8 weights and activations, min / max "
                              "ranges from the calibration run", recipe=STATIC_RECIPE, kept_in_float=keep,
                       calibration_inputs=len(calibration or []), calibration=calibration_what)
-    with _quiet():
-        if q.need_calibration:
-            name = INPUT_NAME[tower]
-            data = {SIGNATURE: [{name: np.ascontiguousarray(x)} for x in calibration]}
-            log(f"  ai-edge-quantizer: calibrating on {len(calibration)} inputs")
-            result = q.quantize(q.calibrate(data))
-        else:
-            result = q.quantize()
-        result.export_model(str(out_path), overwrite=True)
+    skipped: List[str] = []
+    calibrated = None
+    for _ in range(QUANTIZER_RETRIES + 1):
+        try:
+            with _quiet():
+                if q.need_calibration and calibrated is None:
+                    data = {SIGNATURE: [{INPUT_NAME[tower]: np.ascontiguousarray(x)} for x in calibration]}
+                    log(f"  ai-edge-quantizer: calibrating on {len(calibration)} inputs")
+                    calibrated = q.calibrate(data)
+                result = q.quantize(calibrated) if q.need_calibration else q.quantize()
+                result.export_model(str(out_path), overwrite=True)
+            break
+        except ValueError as e:  # a tensor the quantizer cannot take: its module stays float, and we retry
+            m = _RE_QUANT_FAIL.search(str(e))
+            if not m or len(skipped) >= QUANTIZER_RETRIES:
+                from .validate import ValidationError  # a toolchain defect, not the user's input: exit 3
+
+                raise ValidationError(f"ai-edge-quantizer failed ({precision}, {tower} tower): "
+                                      f"{' '.join(str(e).split())[:400]}") from None
+            scope = m.group(1).split(";")[0]
+            skipped.append(scope)
+            log(f"  ai-edge-quantizer cannot quantize {scope.rsplit('/', 1)[-1]}: kept in float, retrying")
+            q.update_quantization_recipe(regex=rf"(^|;){re.escape(scope)}(;|/|$)", operation_name=ALL,
+                                         algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    if skipped:
+        record["kept_in_float_quantizer_errors"] = skipped
     record["ops"] = _quantized_ops(out_path)
     return record
 
