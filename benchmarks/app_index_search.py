@@ -164,8 +164,8 @@ NOTES = """\
   queries (a stored vector + noise) have one clear winner and 23 near-ties around cosine 0.04, where fp16's
   ~1e-4 rounding reorders neighbours; real photo embeddings are far less tied.
 - Neither port reaches the goals (100k <= 20 ms, 1M <= 200 ms) in these runs, and these runs are provisional:
-  the machine (2 cores) ran four helpers' jobs at a load of ~12, so one process got a fraction of its core (the
-  min column is the least disturbed sample). Scalar code is the limit where the load is not: HotSpot C2 does not
+  the machine (2 cores) ran four helpers' jobs (load 5 to 7 in this run, 12 to 14 in an earlier one that measured
+  2.6x slower), so one process got a fraction of its core (the min column is the least disturbed sample). Scalar code is the limit where the load is not: HotSpot C2 does not
   vectorize a float reduction and V8 does not vectorize at all. What would reach the goals, not done here: a
   dim-major layout inside each block so the inner loop is element-wise over rows (C2 vectorizes that with AVX2),
   or an int8 copy for a first pass re-scored in fp16 (1 byte a value); in the browser a WASM SIMD kernel
