@@ -89,10 +89,11 @@ class BundleConfig(
     companion object {
         const val FORMAT = "mc2export-bundle"
         const val SUPPORTED_VERSION = BundleRules.BUNDLE_VERSION
-        val RUNTIMES = listOf("onnx", "executorch", "coreml")
-        private val EXTENSIONS = mapOf("onnx" to ".onnx", "executorch" to ".pte", "coreml" to ".mlpackage")
+        val RUNTIMES = listOf("onnx", "executorch", "litert", "coreml")
+        private val EXTENSIONS = mapOf("onnx" to ".onnx", "executorch" to ".pte", "litert" to ".tflite",
+            "coreml" to ".mlpackage")
         private val EXPORT_CMD = mapOf("onnx" to "mc2export onnx", "executorch" to "mc2export executorch",
-            "coreml" to "mc2export coreml")
+            "litert" to "mc2export litert", "coreml" to "mc2export coreml")
 
         /**
          * Parse config.json text. [expectedRuntime]: the runtime this app build runs (null: any).

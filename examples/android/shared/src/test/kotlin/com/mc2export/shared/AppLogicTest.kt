@@ -63,6 +63,15 @@ class AppLogicTest {
     }
 
     @Test
+    fun parsesALiteRtBundleForTheLiteRtFlavor() {
+        val c = BundleConfig.parse(config("litert", ".tflite"), "litert")
+        assertEquals("image.tflite", c.imageModelFile)
+        assertEquals("text.tflite", c.textModelFile)
+        expectError(config("litert", ".tflite"), "onnx", "mc2export onnx")
+        expectError(config(), "litert", "mc2export litert", ".tflite")
+    }
+
+    @Test
     fun parsesCoreMlAndOpenAiNormalization() {
         val c = BundleConfig.parse(config("coreml", ".mlpackage") { m ->
             @Suppress("UNCHECKED_CAST")
