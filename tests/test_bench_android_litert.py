@@ -14,6 +14,7 @@ from mc2export.bench import schema, stats
 from mc2export.bench.harness import document
 from mc2export.errors import UserError
 from mc2export.export import vectors
+from mc2export.export.reading import BUNDLE_VERSION, write_config
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -32,12 +33,13 @@ def litert_bundle(folder: Path) -> Path:
                   image=(rng.integers(0, 256, (16, 4, 4, 3), dtype=np.uint8), rng.normal(size=(16, 8))),
                   text=(rng.integers(0, 49408, (24, 77), dtype=np.int32), rng.normal(size=(24, 8)),
                         [f"t{i}" for i in range(24)]))
-    cfg = {"format": "mc2export-bundle", "bundle_version": 1, "runtime": "litert", "variant": "mobileclip2-s0",
-           "precision": "int8", "batch": 1, "resolution": 4, "embed_dim": 8, "models": models,
+    cfg = {"format": "mc2export-bundle", "bundle_version": BUNDLE_VERSION, "runtime": "litert",
+           "variant": "mobileclip2-s0", "precision": "int8", "batch": 1, "resolution": 4, "context_length": 77,
+           "embed_dim": 8, "models": models,
            "versions": {"ai-edge-litert": "2.3.0"}, "weights": {"source": "random", "random_weights": True},
            "validation": "validation.json"}
     (folder / "validation.json").write_text("{}")
-    (folder / "config.json").write_text(json.dumps(cfg))
+    write_config(folder, cfg)
     rewrite_checksums(folder)
     return folder
 
