@@ -309,6 +309,26 @@ def push_runner(a: Adb, remote_dir: str, runner: Optional[str], default_name: st
     return default_name
 
 
+def open_device(bundle_path, runtime: str, towers, *, adb: str, serial: Optional[str], run: RunFn, verify: bool,
+                log: Callable[[str], None], runner: Optional[str], default_name: str, not_found: str, missing: str):
+    """The opening of every ``bench --device android`` run: the bundle (checked for ``runtime``), its towers, the
+    phone, the bundle's folder on it and the benchmark binary there (:func:`push_runner`).
+    Returns ``(bundle, towers, adb, device, remote_dir, runner_name)``."""
+    from .bundles import as_bundle, check_runtime
+    from .harness import parse_towers
+
+    b = as_bundle(bundle_path, verify)
+    check_runtime(b, runtime)
+    towers = parse_towers(towers, b.towers)
+    a = connect(adb, serial, run)
+    dev = android_device(a)
+    log(f"  device: {dev['model']} ({dev['soc']}), {dev['os']}, serial {a.serial}")
+    remote_dir = f"{REMOTE_ROOT}/{b.checksum[:12]}"
+    a.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
+    runner_name = push_runner(a, remote_dir, runner, default_name, not_found=not_found, missing=missing)
+    return b, towers, a, dev, remote_dir, runner_name
+
+
 # ---------------------------------------------------------------------------------------------- protocol
 
 def _invoke(a: Adb, remote_dir: str, model: str, n: int, threads: Optional[int], runner: str,
@@ -443,22 +463,14 @@ def bench_android(bundle_path, *, mode, threads: Optional[int] = None, serial: O
     With ``vectors`` (default) each tower first runs the bundle's verification vectors on the device; outputs
     outside the tolerance raise :class:`.verify.OutputsDisagree` (nothing is timed). The figures go to the
     result's ``verification`` object."""
-    from .bundles import as_bundle, check_runtime
-    from .harness import assemble, parse_towers
+    from .harness import assemble
 
-    b = as_bundle(bundle_path, verify)
-    check_runtime(b, "executorch")
-    towers = parse_towers(towers, b.towers)
-    a = connect(adb, serial, run)
-    dev = android_device(a)
-    log(f"  device: {dev['model']} ({dev['soc']}), {dev['os']}, serial {a.serial}")
-    remote_dir = f"{REMOTE_ROOT}/{b.checksum[:12]}"
-    a.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
-    runner_name = push_runner(a, remote_dir, runner, RUNNER_NAME,
-                              not_found="pass an Android arm64 build of ExecuTorch's executor_runner (docs/bench.md "
-                                        "shows the cmake line)",
-                              missing="no executor_runner on the device: pass --runner PATH to an Android arm64 build "
-                                      "of ExecuTorch's executor_runner with XNNPACK (docs/bench.md: 'Android')")
+    b, towers, a, dev, remote_dir, runner_name = open_device(
+        bundle_path, "executorch", towers, adb=adb, serial=serial, run=run, verify=verify, log=log, runner=runner,
+        default_name=RUNNER_NAME,
+        not_found="pass an Android arm64 build of ExecuTorch's executor_runner (docs/bench.md shows the cmake line)",
+        missing="no executor_runner on the device: pass --runner PATH to an Android arm64 build of ExecuTorch's "
+                "executor_runner with XNNPACK (docs/bench.md: 'Android')")
     from ..export import vectors as vectors_mod
     from ..export.validate import tolerance_for
 
@@ -550,5 +562,5 @@ def parse_app_result(text: str, source: str = "app") -> dict:
 
 __all__ = ["parse_adb_devices", "select_device", "parse_runner_output", "parse_getprop", "device_from_props",
            "runner_command", "push_command", "pull_command", "verify_android_tower", "shell_command", "app_start_command", "app_result_command", "app_bundle_dir", "Adb",
-           "connect", "android_device", "push_runner", "measure_android_tower", "bench_android", "bench_android_app",
+           "connect", "android_device", "push_runner", "open_device", "measure_android_tower", "bench_android", "bench_android_app",
            "parse_app_result", "REMOTE_ROOT"]

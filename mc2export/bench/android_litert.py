@@ -26,8 +26,7 @@ import shlex
 from typing import Callable, List, Optional
 
 from ..errors import UserError
-from .android import (REMOTE_ROOT, Adb, RunFn, _subprocess_run, android_device, connect, push_if_changed,
-                      push_runner)
+from .android import Adb, RunFn, _subprocess_run, open_device, push_if_changed
 
 RUNNER_NAME = "benchmark_model"
 INVOCATIONS = 5  # quick / mlperf: samples (invocation means) after the probe
@@ -145,19 +144,11 @@ def bench_android_litert(bundle_path, *, mode, threads: Optional[int] = None, se
                          runner: Optional[str] = None, adb: str = "adb", towers=None, verify: bool = True,
                          run: RunFn = _subprocess_run, log: Callable[[str], None] = lambda s: None) -> dict:
     """Measure a LiteRT bundle's ``.tflite`` files on a phone with ``benchmark_model``; one result."""
-    from .bundles import as_bundle, check_runtime
-    from .harness import assemble, parse_towers
+    from .harness import assemble
 
-    b = as_bundle(bundle_path, verify)
-    check_runtime(b, "litert")
-    towers = parse_towers(towers, b.towers)
-    a = connect(adb, serial, run)
-    dev = android_device(a)
-    log(f"  device: {dev['model']} ({dev['soc']}), {dev['os']}, serial {a.serial}")
-    remote_dir = f"{REMOTE_ROOT}/{b.checksum[:12]}"
-    a.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
-    runner_name = push_runner(a, remote_dir, runner, RUNNER_NAME, not_found=RUNNER_HINT,
-                              missing=f"no benchmark_model on the device: {RUNNER_HINT}")
+    b, towers, a, dev, remote_dir, runner_name = open_device(
+        bundle_path, "litert", towers, adb=adb, serial=serial, run=run, verify=verify, log=log, runner=runner,
+        default_name=RUNNER_NAME, not_found=RUNNER_HINT, missing=f"no benchmark_model on the device: {RUNNER_HINT}")
     files = b.config.get("files") or {}
     tower_results = {}
     for t in towers:
