@@ -500,3 +500,20 @@ def test_progress_lines():
     assert tty.getvalue().startswith("\rindexed 4/10 ") and "skipped 1" in tty.getvalue() and "ETA" in tty.getvalue()
     assert log.getvalue().startswith("indexed 4/10 ") and "\r" not in log.getvalue()
     assert Progress(1, out=io.StringIO()).every == 30.0 and Progress(1, out=Tty()).every == 0.5
+
+
+def test_decoder_shares_the_resized_size_bound():
+    """Issue 23: index's decoder holds the bound of every other image path (preprocess.resized_size) even where
+    its own aspect-ratio limit is raised."""
+    import io
+
+    from PIL import Image
+
+    from mc2export.library.decode import DecodeConfig, Unreadable, open_checked
+
+    strip = io.BytesIO()
+    Image.new("RGB", (1, 100000)).save(strip, "PNG")
+    with pytest.raises(Unreadable, match="extreme aspect ratio"):
+        open_checked(strip.getvalue(), DecodeConfig({"resolution": 256}))
+    with pytest.raises(Unreadable, match="256x25600000 pixels"):
+        open_checked(strip.getvalue(), DecodeConfig({"resolution": 256}, max_aspect=1e9))

@@ -104,6 +104,13 @@ def open_checked(data: bytes, cfg: DecodeConfig):
                          "limit (--max-pixels)")
     if max(w, h) / min(w, h) > cfg.max_aspect:
         raise Unreadable(f"extreme aspect ratio {w}x{h} (> {cfg.max_aspect:g}:1): its resize would be unbounded")
+    from ..errors import UserError
+    from ..preprocess import resized_size
+
+    try:  # the bound every image path shares (classify, embed, training): the resized size
+        resized_size(w, h, cfg.resolution)
+    except UserError as e:
+        raise Unreadable(str(e)) from None
     return im
 
 
