@@ -160,6 +160,10 @@ def test_incremental_rerun_and_compact(tmp_path, s0_onnx):
     photos = _album(tmp_path / "photos", 6)
     lib = tmp_path / "lib"
     assert _index(photos, lib, s0_onnx) == 0
+    import fcntl
+
+    with open(lib / ".lock", "a+") as f:  # no decode worker of the finished run still holds the lock
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     before, _ = _dump(lib)
     # unchanged: nothing to do, not even the model
     assert _index(photos, lib, s0_onnx) == 0

@@ -121,7 +121,9 @@ def run_local(todo: Sequence[Photo], choice: Choice, lib: Library, dcfg: DecodeC
             _take(c, res, writer, progress)
         writer.flush()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # wait for the workers (at most their chunks in flight): forked, they hold the library lock's
+        # descriptor, and a run that returned must not leave the next run locked out
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _take(chunk, results, writer: Writer, progress: Progress) -> None:
