@@ -11,17 +11,12 @@ from pathlib import Path
 import pytest
 
 import tinybundle as T
-from mc2export.cli import main
 from mc2export.outputs import TMP_PREFIX, write_failure
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
 
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+from test_bench_units import run  # noqa: E402  (the CLI runner the bench tests use)
 
 
 def error_line(code, err):
