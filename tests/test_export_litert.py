@@ -2,7 +2,7 @@
 the new part; its image tower is S0's MCi0 design) exported at fp32 and int8, run in ai-edge-litert's interpreter and
 compared with the fidelity kit's golden features; bundle contents, signature and flatbuffer metadata; ``mc2export
 verify`` (passes, and exit 3 on altered weights with matching checksums); ``bench --runtime litert``; the int8-static
-recipe's keep-float scopes. MobileCLIP-S0's image tower, fp16 and int8-static exports are ``slow``.
+recipes' keep-float scopes. MobileCLIP-S0's image tower, fp16 and int8-static exports are ``slow``.
 
 Conversion is the cost (~35-50 s per tower on 2 cores): the float conversions are shared between the precisions
 (``MC2EXPORT_LITERT_CACHE``) and the bundles are kept between sessions beside the bench fixtures' bundles
@@ -139,6 +139,9 @@ def test_bundle_contents(precision, bundles):
         if precision == "int8":
             q = m["quantization"]
             assert q["recipe"] == "dynamic_wi8_afp32" and q["tool"] == "ai-edge-quantizer"
+            # the MCi modules every int8 export keeps float (S4: 0.954 quantized, 0.993 kept); none in the text tower
+            assert q["kept_in_float"] == ([f"visual.trunk.stages.{i}.downsample" for i in (1, 2, 3)]
+                                          + ["visual.trunk.final_conv", "visual.trunk.head"] if tower == "image" else [])
             assert q["ops"]["histogram"].get("FULLY_CONNECTED", 0) + q["ops"]["histogram"].get("CONV_2D", 0) > 0
         else:
             assert "quantization" not in m
@@ -292,40 +295,71 @@ def test_quantizer_failures_name_the_module_kept_float():
     assert L.QUANTIZER_RETRIES >= 4
 
 
-@pytest.mark.slow
-def test_int8_static_recipe_and_its_verdict_on_mci0(bundles, checkpoints, tmp_path):
-    """int8-static of S0's image tower: float32 signature I/O, the MCi downsampling layers, final conv and head float,
-    int8 ops elsewhere, calibrated on the built-in probe set. On the kit's S0 weights the full-integer MCi0 tower
-    lands under the 0.99 floor (0.982 here): the export refuses it (ValidationError, nothing written)."""
+def test_float_scopes_of_the_int8_recipes():
+    """int8 keeps the MCi downsampling layers, final conv and head float; int8-static also the attention stages (whole,
+    without naming their downsampling layer twice); a ViT or text tower keeps nothing float."""
     import torch
 
-    from mc2export.export.validate import ValidationError, probe_inputs
+    from mc2export import cards
+    from mc2export.export.wrappers import build_wrappers
+    from mc2export.model import CLIPModel
+    from test_train_support import tiny_card
+
+    card = tiny_card("litert-scopes-mci", arch="mci", res=64)
+    card["image"]["token_mixers"] = ["repmixer"] * (len(card["image"]["layers"]) - 1) + ["attention"]
+    cards.register_card(card)
+    torch.manual_seed(0)
+    model = CLIPModel("litert-scopes-mci").eval()
+    w = build_wrappers(model, ["image", "text"], True)
+    last = len(card["image"]["layers"]) - 1
+    downs = [f"visual.trunk.stages.{i}.downsample" for i in range(1, last + 1)]
+    assert L.keep_float_scopes(w["image"]) == downs + ["visual.trunk.final_conv", "visual.trunk.head"]
+    assert L.static_float_scopes(w["image"]) == downs[:-1] + ["visual.trunk.final_conv", "visual.trunk.head",
+                                                              f"visual.trunk.stages.{last}"]
+    assert L.keep_float_scopes(w["text"]) == L.static_float_scopes(w["text"]) == []
+    cards.register_card(tiny_card("litert-scopes-vit", arch="vit", res=32))
+    vit = build_wrappers(CLIPModel("litert-scopes-vit").eval(), ["image"], True)["image"]
+    assert L.keep_float_scopes(vit) == L.static_float_scopes(vit) == []
+
+
+@pytest.mark.slow
+def test_int8_static_on_mci0_holds_with_the_attention_stage_float(bundles, checkpoints, reference, tmp_path,
+                                                                     monkeypatch):
+    """int8-static of S0's image tower: float32 signature I/O, static int8 RepMixer stages (min / max ranges from the
+    built-in probe set), the attention stage, downsampling layers, final conv and head float: it holds the int8 tier
+    (0.995 on the kit's S0 weights). The same recipe with the attention stage int8 too -- fully integer but for the
+    modules int8 keeps -- does not (0.989): the reason it stays float."""
+    import torch
+
+    from mc2export.export.openvino import calibration_inputs
+    from mc2export.export.validate import probe_inputs
     from mc2export.export.wrappers import build_wrappers
 
     out = tmp_path / "static"
-    with pytest.raises(ValidationError, match=r"litert image \(int8-static\) failed validation: cosine min 0\.9"):
-        E.export_bundle("litert", "mobileclip2-s0", out=out, checkpoint=checkpoints["s0"], precision="int8-static",
-                        towers="image", force=True)
-    assert not out.exists()
-    # the recipe itself, on the float conversion the fp32 bundle holds
+    E.export_bundle("litert", "mobileclip2-s0", out=out, checkpoint=checkpoints["s0"], precision="int8-static",
+                    towers="image", force=True, normalize=False)
+    _check_golden(reference, "s0", "int8-static", out, ["image"])
+    rec = json.loads((out / "config.json").read_text())["models"]["image"]["quantization"]
+    assert rec["recipe"] == "static_wi8_ai8" and rec["calibration"].startswith("built-in probe set")
+    assert rec["activation_ranges"] == "min / max over the calibration set"
+    assert rec["kept_in_float"][-3:] == ["visual.trunk.final_conv", "visual.trunk.head", "visual.trunk.stages.3"]
+    assert rec["ops"]["first_input_dtype"]["int8"] > 100 and rec["ops"]["first_input_dtype"]["float32"] > 10
+    it = L.interpreter(out / "image.tflite")
+    assert L.read_io(it)["inputs"][0]["dtype"] == "float32" and L.read_io(it)["outputs"][0]["dtype"] == "float32"
+    # the attention stage int8 as well: under the floor
     model, _ = E.load_model("mobileclip2-s0", checkpoint=checkpoints["s0"])
     w = build_wrappers(model, ["image"], False)["image"]
-    from mc2export.export.openvino import calibration_inputs
-
     calib, what = calibration_inputs("image", model.card, 1, None)
-    rec = L.quantize(bundles["s0", "fp32"] / "image.tflite", tmp_path / "q.tflite", "int8-static", tower="image",
-                     wrapper=w, calibration=calib, calibration_what=what)
-    assert rec["recipe"] == "static_wi8_ai8" and rec["calibration"].startswith("built-in probe set")
-    assert rec["kept_in_float"][-2:] == ["visual.trunk.final_conv", "visual.trunk.head"]
-    assert rec["ops"]["first_input_dtype"]["int8"] > 100 and rec["ops"]["first_input_dtype"]["float32"] > 10
+    monkeypatch.setattr(L, "static_float_scopes", L.keep_float_scopes)
+    L.quantize(bundles["s0", "fp32"] / "image.tflite", tmp_path / "q.tflite", "int8-static", tower="image", wrapper=w,
+               calibration=calib, calibration_what=what)
     it = L.interpreter(tmp_path / "q.tflite")
-    assert L.read_io(it)["inputs"][0]["dtype"] == "float32" and L.read_io(it)["outputs"][0]["dtype"] == "float32"
-    x = probe_inputs(model.card)["image"][:4]
-    ours = np.concatenate([L.signature_runner(it, "image")(x[i:i + 1].numpy()) for i in range(4)])
+    x = probe_inputs(model.card)["image"]
+    ours = np.concatenate([L.signature_runner(it, "image")(x[i:i + 1].numpy()) for i in range(len(x))])
     with torch.no_grad():
         ref = w(x).numpy()
     cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
-    assert cos.min() > 0.95, cos
+    assert 0.95 < cos.min() < 0.99, cos.min()
 
 
 @pytest.mark.slow
