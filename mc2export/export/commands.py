@@ -34,8 +34,8 @@ _PRECISION_HELP = {
     "openvino": "fp32, bf16 (OpenVINO's bf16 inference precision; f32 on CPUs without bf16), int8 (NNCF post-training "
                 "quantization) or auto (per tower the fastest of these that holds its tolerance on this CPU)",
     "litert": "fp32, fp16 (fp16 weights: the GPU accelerator's precision), int8 (ai-edge-quantizer dynamic range: "
-              "int8 weights, activations quantized at run time) or int8-static (full-integer image tower calibrated "
-              "on --calibration or the probe set; the text tower dynamic range)",
+              "int8 weights, activations quantized at run time) or int8-static (image tower int8 from layer to layer "
+              "but its attention stages, calibrated on --calibration or the probe set; the text tower dynamic range)",
 }
 
 
