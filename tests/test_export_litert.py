@@ -297,7 +297,7 @@ def test_quantizer_failures_name_the_module_kept_float():
 
 def test_float_scopes_of_the_int8_recipes():
     """int8 keeps the MCi downsampling layers, final conv and head float; int8-static also the attention stages (whole,
-    without naming their downsampling layer twice); a ViT or text tower keeps nothing float."""
+    without naming their downsampling layer twice; their weights int8); a ViT or text tower keeps nothing float."""
     import torch
 
     from mc2export import cards
@@ -316,7 +316,8 @@ def test_float_scopes_of_the_int8_recipes():
     assert L.keep_float_scopes(w["image"]) == downs + ["visual.trunk.final_conv", "visual.trunk.head"]
     assert L.static_float_scopes(w["image"]) == downs[:-1] + ["visual.trunk.final_conv", "visual.trunk.head",
                                                               f"visual.trunk.stages.{last}"]
-    assert L.keep_float_scopes(w["text"]) == L.static_float_scopes(w["text"]) == []
+    assert L.attention_stages(w["image"]) == [f"visual.trunk.stages.{last}"]
+    assert L.keep_float_scopes(w["text"]) == L.static_float_scopes(w["text"]) == L.attention_stages(w["text"]) == []
     cards.register_card(tiny_card("litert-scopes-vit", arch="vit", res=32))
     vit = build_wrappers(CLIPModel("litert-scopes-vit").eval(), ["image"], True)["image"]
     assert L.keep_float_scopes(vit) == L.static_float_scopes(vit) == []
@@ -343,6 +344,8 @@ def test_int8_static_on_mci0_holds_with_the_attention_stage_float(bundles, check
     assert rec["recipe"] == "static_wi8_ai8" and rec["calibration"].startswith("built-in probe set")
     assert rec["activation_ranges"] == "min / max over the calibration set"
     assert rec["kept_in_float"][-3:] == ["visual.trunk.final_conv", "visual.trunk.head", "visual.trunk.stages.3"]
+    assert rec["weight_only_int8"] == ["visual.trunk.stages.3"]  # float compute there, int8 weights: a small file
+    assert (out / "image.tflite").stat().st_size < 1.05 * (bundles["s0", "int8"] / "image.tflite").stat().st_size
     assert rec["ops"]["first_input_dtype"]["int8"] > 100 and rec["ops"]["first_input_dtype"]["float32"] > 10
     it = L.interpreter(out / "image.tflite")
     assert L.read_io(it)["inputs"][0]["dtype"] == "float32" and L.read_io(it)["outputs"][0]["dtype"] == "float32"
