@@ -3,7 +3,7 @@
 Builds a Debian bookworm arm64 root under user-mode emulation (``qemu-user-static`` through binfmt_misc,
 ``debootstrap``), installs the aarch64 wheels of torch / onnxruntime / executorch (fetched on the host with
 ``pip download --platform manylinux_2_28_aarch64 --only-binary=:all:``, installed offline in the root) and
-this checkout of mc2export, exports the S0 bundles ONNX and ExecuTorch x fp32/fp16/int8 and LiteRT x fp32/int8
+this checkout of mc2export, exports the S0 bundles ONNX and ExecuTorch x fp32/fp16/int8 and LiteRT x fp32/int8/int8-static
 (``--formats`` selects; LiteRT runs in PyPI's aarch64 wheel of ``ai-edge-litert``, its own environment step) on the host (from the
 fidelity kit's S0 checkpoint, so the vectors carry real-weight statistics), then runs ``mc2export verify`` on
 each of them inside the root under every ``--cpus`` entry: ``max`` (SVE/SVE2, i8mm, bf16, fp16 arithmetic)
@@ -64,7 +64,7 @@ NO_ARM_WHEEL = {"coremltools", "hydra-core", "omegaconf"}
 # pip (23.x) does not widen an explicit --platform to older glibc tags: list every one a wheel may carry
 PLATFORMS = [f"manylinux_2_{v}_aarch64" for v in range(28, 16, -1)] + ["manylinux2014_aarch64", "linux_aarch64"]
 ENV_STEPS = ("debootstrap", "second-stage", "wheels", "install", "litert", "mc2export")
-PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "executorch": ("fp32", "fp16", "int8"), "litert": ("fp32", "int8")}
+PRECISIONS = {"onnx": ("fp32", "fp16", "int8"), "executorch": ("fp32", "fp16", "int8"), "litert": ("fp32", "int8", "int8-static")}
 BUNDLES = [(fmt, prec) for fmt, precs in PRECISIONS.items() for prec in precs]
 
 

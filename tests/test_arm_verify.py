@@ -40,20 +40,21 @@ def test_results_files(tmp_path):
     steps.data = {"debootstrap": {"seconds": 23.0, "finished": "x"}}
     A.write_results(tmp_path / "out", cpus, checks, steps, threads=2)
     doc = json.loads((tmp_path / "out" / "arm_verify.json").read_text())
-    assert len(doc["runs"]) == 2 * len(A.BUNDLES) == 16 and doc["all_hold"] is False and doc["cpu_features_detected"]["max"]
+    assert len(doc["runs"]) == 2 * len(A.BUNDLES) == 18 and doc["all_hold"] is False and doc["cpu_features_detected"]["max"]
     md = (tmp_path / "out" / "arm_verify.md").read_text()
     assert md.count("| cortex-a76 | executorch | fp16 | image | 0.9800000 |") == 1
     assert "| debootstrap | 23 |" in md and "NOT all hold" in md and "qemu 10" in md
 
 
 def test_bundle_selection_includes_litert():
-    """LiteRT bundles (fp32, int8) are checked beside ONNX and ExecuTorch; --formats selects; the root gains
+    """LiteRT bundles (fp32, int8, int8-static) are checked beside ONNX and ExecuTorch; --formats selects; the root gains
     ai-edge-litert's aarch64 wheel in an environment step of its own (roots built before it gain it too)."""
     import pytest
 
-    assert A.select_bundles(["litert"]) == [("litert", "fp32"), ("litert", "int8")]
+    assert A.select_bundles(["litert"]) == [("litert", "fp32"), ("litert", "int8"), ("litert", "int8-static")]
     assert A.select_bundles(["onnx", "litert", "onnx"]) == [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
-                                                          ("litert", "fp32"), ("litert", "int8")]
+                                                          ("litert", "fp32"), ("litert", "int8"),
+                                                          ("litert", "int8-static")]
     assert A.select_bundles(list(A.PRECISIONS)) == A.BUNDLES and ("litert", "int8") in A.BUNDLES
     with pytest.raises(SystemExit, match="--formats takes"):
         A.select_bundles(["tflite"])
