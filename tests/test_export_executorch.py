@@ -17,6 +17,7 @@ import mc2export.export as E  # noqa: E402
 from golden import EXPORT_CASES, golden, index  # noqa: E402
 from mc2export.export import bundle as B  # noqa: E402
 from mc2export.export import executorch as X  # noqa: E402
+from mc2export.export import wrappers as W  # noqa: E402
 
 TOL = 1e-4
 CASES = EXPORT_CASES
@@ -110,8 +111,8 @@ def test_xnnpack_friendly_rewrite_is_exact_and_restored(variant, tower):
         with X.xnnpack_friendly(w):
             assert not any(isinstance(m, torch.nn.LayerNorm) for m in w.modules())
             assert all(m.fused_attn is False for m in w.modules() if hasattr(m, "fused_attn"))
-            assert not any(X._SplitDepthwise.applies(m) for m in w.modules())
-            assert any(isinstance(m, X._SplitDepthwise) for m in w.modules()) == (tower == "image" and
+            assert not any(W.SplitDepthwise.applies(m) for m in w.modules())
+            assert any(isinstance(m, W.SplitDepthwise) for m in w.modules()) == (tower == "image" and
                                                                                   variant != "mobileclip2-b")
             alt = w(x)
     assert {n: type(m) for n, m in w.named_modules()} == before
@@ -130,11 +131,11 @@ def test_split_depthwise_is_exact(stride, bias):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 16, 7, stride=stride, padding=3, groups=16, bias=bias).eval()
     x = torch.randn(2, 16, 13, 13)
-    assert X._SplitDepthwise.applies(conv)
-    assert not X._SplitDepthwise.applies(torch.nn.Conv2d(16, 16, 7, padding=3))  # not depthwise
-    assert not X._SplitDepthwise.applies(torch.nn.Conv2d(16, 16, 5, padding=2, groups=16))  # 25 taps: fast already
+    assert W.SplitDepthwise.applies(conv)
+    assert not W.SplitDepthwise.applies(torch.nn.Conv2d(16, 16, 7, padding=3))  # not depthwise
+    assert not W.SplitDepthwise.applies(torch.nn.Conv2d(16, 16, 5, padding=2, groups=16))  # 25 taps: fast already
     with torch.no_grad():
-        ref, ours = conv(x), X._SplitDepthwise(conv)(x)
+        ref, ours = conv(x), W.SplitDepthwise(conv)(x)
     assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-5), float((ours - ref).abs().max())
 
 

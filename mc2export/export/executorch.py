@@ -101,53 +101,19 @@ class _DelegableLayerNorm(torch.nn.Module):
         return y.to(dtype) if self.fp32 else y
 
 
-class _SplitDepthwise(torch.nn.Module):
-    """A 7x7 depthwise convolution as the sum of three centered ones of at most 21 taps: rows 2-4 (3x7),
-    rows 1 and 5 (2x7, dilated 4 along the height), rows 0 and 6 (2x7, dilated 6). XNNPACK's fast
-    depthwise kernels stop at 25 taps; in ExecuTorch 1.4.1 on x86 a 7x7 one ran 4.5 ms where the three
-    pieces take 0.6 ms (128 channels, 32x32; 1.34 vs 0.20 ms at stride 2). Exact up to the order of the
-    additions. Weights are copies of the kernel's rows (same total size)."""
-
-    @staticmethod
-    def applies(m: torch.nn.Module) -> bool:
-        return (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (7, 7) and m.padding == (3, 3)
-                and m.dilation == (1, 1) and m.padding_mode == "zeros"
-                and m.groups == m.in_channels == m.out_channels)
-
-    @classmethod
-    def replacing(cls, m: torch.nn.Module):
-        """The split form of ``m``, or None (a :func:`.wrappers.swapped_modules` replacer)."""
-        return cls(m) if cls.applies(m) else None
-
-    def __init__(self, conv: torch.nn.Conv2d):
-        super().__init__()
-        self.stride, self.groups = conv.stride, conv.groups
-        w = conv.weight.detach()
-        self.register_buffer("w_mid", w[:, :, 2:5].contiguous(), persistent=False)
-        self.register_buffer("w_in", w[:, :, 1:6:4].contiguous(), persistent=False)
-        self.register_buffer("w_out", w[:, :, 0:7:6].contiguous(), persistent=False)
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, s, g = torch.nn.functional.conv2d, self.stride, self.groups
-        y = conv(x, self.w_mid, self.bias, stride=s, padding=(1, 3), groups=g)
-        y = y + conv(x, self.w_in, None, stride=s, padding=(2, 3), dilation=(4, 1), groups=g)
-        return y + conv(x, self.w_out, None, stride=s, padding=(3, 3), dilation=(6, 1), groups=g)
-
-
 @contextlib.contextmanager
 def xnnpack_friendly(module: torch.nn.Module, layer_norms: bool = True, fp32_layer_norms: bool = False):
     """Within the block, ``module`` computes the same function with ops the XNNPACK delegate takes
     and runs fast: attention written out (``fused_attn = False``), 7x7 depthwise convolutions as
-    :class:`_SplitDepthwise` and, unless ``layer_norms=False``, LayerNorms as :class:`_DelegableLayerNorm`.
+    :class:`.wrappers.SplitDepthwise` and, unless ``layer_norms=False``, LayerNorms as :class:`_DelegableLayerNorm`.
     Restored on exit (the folded model is shared with the reference)."""
     from ..blocks import LayerNorm2d
-    from .wrappers import set_attributes, swapped_modules
+    from .wrappers import SplitDepthwise, set_attributes, swapped_modules
 
     def replace(child):
         if layer_norms and isinstance(child, torch.nn.LayerNorm):
             return _DelegableLayerNorm(child, isinstance(child, LayerNorm2d), fp32_layer_norms)
-        return _SplitDepthwise.replacing(child)
+        return SplitDepthwise.replacing(child)
 
     with swapped_modules(module, replace), set_attributes(module, "fused_attn", False):
         yield module
@@ -190,9 +156,9 @@ def _quantize(wrapper, example, card: dict, static: bool, image: bool, log) -> t
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from .wrappers import precision_sensitive, swapped_modules
+    from .wrappers import SplitDepthwise, precision_sensitive, swapped_modules
 
-    with swapped_modules(wrapper, _SplitDepthwise.replacing):
+    with swapped_modules(wrapper, SplitDepthwise.replacing):
         gm = torch.export.export(wrapper, (example,)).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                                is_dynamic=not static))
