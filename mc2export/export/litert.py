@@ -12,15 +12,15 @@
   quantized on the fly by the kernels (XNNPACK's qd8 kernels), no calibration. The MCi downsampling layers, final
   conv and head stay float (:func:`keep_float_scopes`, the modules every other format's int8 keeps): on the fidelity
   kit's MobileCLIP2-S4 image tower (min cosine over the probe set) everything quantized gave 0.954, the
-  downsampling layers in float 0.990, with the final conv and head too 0.993.
+  downsampling layers in float 0.990, with the final conv and head too 0.993 (0.994 with the 7x7 depthwise split).
 * ``int8-static``: static quantization (``static_wi8_ai8``: int8 weights and activations, activation ranges the
   min / max over a calibration run -- the built-in probe set or ``--calibration DIR``, as ``openvino``) of the
   image tower, keeping float what must stay float to hold the int8 tier: the modules ``int8`` keeps and the MCi
   attention stages, the latter with int8 weights (:func:`static_float_scopes`, :func:`attention_stages`), so the
-  RepMixer stages, where an MCi tower spends its time, run full-integer. Fully integer (attention too) holds nowhere on the kit's weights (min cosine, min / max ranges:
-  S0 0.989, S2 0.973, MobileCLIP-S0 0.983; with ai-edge-quantizer's moving-average ranges S0 0.982); with the
-  attention stage float S0 0.995, S2 0.991, MobileCLIP-S0 0.991. Text towers keep int8's dynamic range
-  (``STATIC_TOWERS``).
+  RepMixer stages, where an MCi tower spends its time, run full-integer. Fully integer (attention too) holds nowhere
+  on the kit's weights (min cosine, min / max ranges: S0 0.988, S2 0.971, MobileCLIP-S0 0.983; with
+  ai-edge-quantizer's moving-average ranges S0 0.982); with the attention stage float S0 0.994, S2 0.992,
+  MobileCLIP-S0 0.992. Text towers keep int8's dynamic range (``STATIC_TOWERS``).
   Every choice lands in ``config.json`` / ``validation.json`` (``quantization``).
 
 The float conversion (the slow step: ~35-50 s per S0 tower on 2 cores) can be cached across exports of the
@@ -332,12 +332,12 @@ def attention_stages(wrapper) -> List[str]:
 
     Static int8 activations are one scale per tensor, fixed at export; the attention stages' activations (norm
     outputs, softmax, the residual stream at the deepest stage) do not survive that in ai-edge-quantizer's recipe.
-    Measured on the kit's MobileCLIP2-S0 image tower (min cosine over the probe set, min / max ranges): every stage
-    int8 0.989; one stage float at a time: stage 0 0.989, 1 0.989, 2 (10 of the 20 blocks) 0.991, stage 3 (attention)
-    0.995 -- the one that matters, at 1/64 of the resolution of stage 0. Its weights int8 with float activations
-    (weight-only) keep 0.995 and make the file smaller than dynamic-range int8's (15.0 vs 15.7 MB); its ops under a
-    dynamic-range or weight-only config beside static ones elsewhere stayed at 0.989 (their element-wise ops kept
-    static int8 activations)."""
+    Measured on the kit's MobileCLIP2-S0 image tower (min cosine over the probe set, min / max ranges; before the 7x7
+    depthwise split, which moved each figure by < 0.002): every stage int8 0.989; one stage float at a time: stage 0
+    0.989, 1 0.989, 2 (10 of the 20 blocks) 0.991, stage 3 (attention) 0.995 -- the one that matters, at 1/64 of the
+    resolution of stage 0. Its weights int8 with float activations (weight-only) keep 0.995 and make the file smaller
+    than dynamic-range int8's (15.0 vs 15.7 MB); its ops under a dynamic-range or weight-only config beside static
+    ones elsewhere stayed at 0.989 (their element-wise ops kept static int8 activations)."""
     from ..blocks import AttentionBlock
     from ..mci import Stage
 
@@ -381,14 +381,14 @@ def quantize(float_path: Path, out_path: Path, precision: str, *, tower: str, wr
         for p in keep:
             q.update_quantization_recipe(regex=scope_regex(p), operation_name=ALL,
                                          algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+        # the float scopes that are attention stages compute in float from int8 weights (dequantized at load)
         weight_only = [p for p in keep if p in attention_stages(wrapper)] if wrapper is not None else []
-        for p in weight_only:  # float compute, int8 weights (dequantized when the model is loaded)
+        for p in weight_only:
             for op in (qtyping.TFLOperationName.FULLY_CONNECTED, qtyping.TFLOperationName.CONV_2D):
                 q.add_weight_only_config(regex=scope_regex(p), operation_name=op, num_bits=8)
-        record["weight_only_int8"] = weight_only
         record.update(method=f"static ({STATIC_RECIPE}): int8 weights and activations, min / max "
                              "ranges from the calibration run", recipe=STATIC_RECIPE, kept_in_float=keep,
-                      activation_ranges="min / max over the calibration set",
+                      weight_only_int8=weight_only, activation_ranges="min / max over the calibration set",
                       calibration_inputs=len(calibration or []), calibration=calibration_what)
     skipped: List[str] = []
     calibrated = None
@@ -515,4 +515,5 @@ def export(tower: str, wrapper, example, folder: Path, precision: str, metadata:
 
 __all__ = ["PRECISIONS", "require", "versions", "file_name", "export", "runner", "interpreter", "read_io",
            "read_metadata", "signature_runner", "convert", "convert_cached", "quantize", "scope_regex",
-           "keep_float_scopes", "static_float_scopes", "attention_stages", "op_histogram", "set_metadata", "STATIC_TOWERS", "SIGNATURE", "CACHE_ENV"]
+           "keep_float_scopes", "static_float_scopes", "attention_stages", "op_histogram", "set_metadata",
+           "STATIC_TOWERS", "SIGNATURE", "CACHE_ENV"]
