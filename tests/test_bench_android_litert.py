@@ -15,6 +15,7 @@ from mc2export.bench.harness import document
 from mc2export.errors import UserError
 from mc2export.export import vectors
 from mc2export.export.reading import BUNDLE_VERSION, write_config
+from test_bench_units import phone_reply  # noqa: E402  (the replayed phone's common adb answers)
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
 
@@ -64,17 +65,10 @@ class FakeAdb:
         self.calls.append(args)
         if args[1:] == ["devices", "-l"]:
             return 0, (FIX / "adb_devices_one.txt").read_text(), ""
-        op = args[3]
-        if op == "push":
-            self.files[args[5]] = Path(args[4]).read_bytes()
-            return 0, f"{args[4]}: 1 file pushed.", ""
+        reply = phone_reply(args, self.files)
+        if reply is not None:
+            return reply
         cmd = args[4]
-        if cmd == "getprop":
-            return 0, (FIX / "getprop_pixel8.txt").read_text(), ""
-        if cmd == "cat /proc/cpuinfo":
-            return 0, (FIX / "cpuinfo_arm64.txt").read_text(), ""
-        if cmd == "cat /proc/meminfo":
-            return 0, (FIX / "meminfo_android.txt").read_text(), ""
         m = re.search(r"--graph=(\S+) --num_runs=(\d+)", cmd)
         if m:
             out = self.benchmark_output(int(m.group(2)))

@@ -29,11 +29,34 @@ def run(capsys, *argv):
     return e.value.code, out.out, out.err
 
 
+def bench_runtime(capsys, folder, runtime: str, tmp_path: Path) -> dict:
+    """``mc2export bench FOLDER --runtime RUNTIME`` at 1 thread, 3 iterations, in this process: its one result
+    (exit 0 and the results schema checked)."""
+    code, _, err = run(capsys, "bench", folder, "--runtime", runtime, "--threads", 1, "--iterations", 3, "--seconds",
+                       0, "--warmup", 1, "--no-isolate", "--quiet", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert schema.errors(doc) == []
+    (r,) = doc["results"]
+    return r
+
+
 def one_line_error(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("error: "), err
     return lines[0]
+
+
+def phone_reply(args, files: dict):
+    """A replayed Pixel 8's answer to the adb calls every ``--device android`` run makes (push, getprop, cpuinfo,
+    meminfo; pushed files kept in ``files``), or None for the others."""
+    if args[3] == "push":
+        files[args[5]] = Path(args[4]).read_bytes()
+        return 0, f"{args[4]}: 1 file pushed.", ""
+    fixture = {"getprop": "getprop_pixel8.txt", "cat /proc/cpuinfo": "cpuinfo_arm64.txt",
+               "cat /proc/meminfo": "meminfo_android.txt"}.get(args[4] if len(args) > 4 else None)
+    return (0, (FIX / fixture).read_text(), "") if fixture else None
 
 
 def fake_bundle(folder: Path, fmt: str = "executorch", variant: str = "mobileclip2-s0", towers=("image", "text")):
@@ -450,20 +473,13 @@ class FakeAdb:
         if args[1:] == ["devices", "-l"]:
             return 0, self.devices, ""
         assert args[1] == "-s"
-        op = args[3]
-        if op == "push":
-            self.files[args[5]] = Path(args[4]).read_bytes()
-            return 0, f"{args[4]}: 1 file pushed.", ""
-        if op == "pull":
+        if args[3] == "pull":
             Path(args[5]).write_bytes(self.files[args[4]])
             return 0, f"{args[4]}: 1 file pulled.", ""
+        reply = phone_reply(args, self.files)
+        if reply is not None:
+            return reply
         cmd = args[4]
-        if cmd == "getprop":
-            return 0, (FIX / "getprop_pixel8.txt").read_text(), ""
-        if cmd == "cat /proc/cpuinfo":
-            return 0, (FIX / "cpuinfo_arm64.txt").read_text(), ""
-        if cmd == "cat /proc/meminfo":
-            return 0, (FIX / "meminfo_android.txt").read_text(), ""
         m = re.search(r"--model_path=(\S+) --num_executions=(\d+)", cmd)
         io = re.search(r"cd (\S+) && .*--inputs=(\S+) --output_file=([^\s;]+)", cmd)
         if m and io:  # executor_runner reading an input file and writing its output tensor

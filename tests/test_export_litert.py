@@ -208,20 +208,14 @@ def test_altered_weights_fail_verify_with_exit_3(bundles, tmp_path, capsys):
     assert doc["status"] == "failed" and doc["towers"]["text"]["verdict"] == "passed"
 
 
-def test_bench_litert_runtime(bundles, tmp_path):
+def test_bench_litert_runtime(bundles, tmp_path, capsys):
     """`mc2export bench --runtime litert`: --threads, the results schema, the runtime info."""
-    from mc2export.bench import runtimes, schema
+    from mc2export.bench import runtimes
     from mc2export.bench.bundles import load_bundle
-    from mc2export.cli import main
+    from test_bench_units import bench_runtime
 
     folder = bundles["s0", "int8"]
-    with pytest.raises(SystemExit) as e:
-        main(["bench", str(folder), "--runtime", "litert", "--threads", "1", "--iterations", "3", "--seconds", "0",
-              "--warmup", "1", "--no-isolate", "--quiet", "--json", str(tmp_path / "r.json")])
-    assert e.value.code == 0
-    doc = json.loads((tmp_path / "r.json").read_text())
-    assert schema.errors(doc) == []
-    (r,) = doc["results"]
+    r = bench_runtime(capsys, folder, "litert", tmp_path)
     assert r["runtime"]["name"] == "litert" and r["runtime"]["version"] and r["bundle"]["format"] == "litert"
     for tower in ("image", "text"):
         info = r["towers"][tower]["runtime_info"]
@@ -381,11 +375,8 @@ def test_fp16_weights_halve_the_file(bundles, reference):
     (["litert", "--variant", "s0", "--delegate", "coreml"], "ExecuTorch option"),
 ])
 def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
-    from mc2export.cli import main
+    from test_bench_units import one_line_error, run  # the CLI runner and one-line check the bench tests use
 
-    with pytest.raises(SystemExit) as e:
-        main(args + ["--random-weights", "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert e.value.code == 2 and len(lines) == 1 and needle in lines[0], err
+    code, _, err = run(capsys, *args, "--random-weights", "--out", tmp_path / "o")
+    assert code == 2 and needle in one_line_error(err), err
     assert not (tmp_path / "o").exists()

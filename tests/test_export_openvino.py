@@ -239,20 +239,13 @@ def test_calibration_is_for_openvino_int8_only(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_bench_openvino_runtime(bundles, tmp_path):
+def test_bench_openvino_runtime(bundles, tmp_path, capsys):
     """`mc2export bench --runtime openvino`: the bundle's properties, --threads, the results schema, and a desktop
     verdict (this machine is a desktop/server CPU: MEETS or MISSES, never REFERENCE)."""
-    from mc2export.bench import schema
-    from mc2export.cli import main
+    from test_bench_units import bench_runtime
 
     folder = bundles["s0", "bf16"]
-    with pytest.raises(SystemExit) as e:
-        main(["bench", str(folder), "--runtime", "openvino", "--threads", "1", "--iterations", "3", "--seconds", "0",
-              "--warmup", "1", "--no-isolate", "--quiet", "--json", str(tmp_path / "r.json")])
-    assert e.value.code == 0
-    doc = json.loads((tmp_path / "r.json").read_text())
-    assert schema.errors(doc) == []
-    (r,) = doc["results"]
+    r = bench_runtime(capsys, folder, "openvino", tmp_path)
     assert r["runtime"]["name"] == "openvino" and r["runtime"]["version"] and r["bundle"]["format"] == "openvino"
     for tower in ("image", "text"):
         info = r["towers"][tower]["runtime_info"]
@@ -332,11 +325,8 @@ def test_examples_python_reads_an_openvino_bundle(bundles):
     (["openvino", "--variant", "s0", "--delegate", "coreml"], "ExecuTorch option"),
 ])
 def test_bad_options_are_one_line_errors(args, needle, capsys, tmp_path):
-    from mc2export.cli import main
+    from test_bench_units import one_line_error, run  # the CLI runner and one-line check the bench tests use
 
-    with pytest.raises(SystemExit) as e:
-        main(args + ["--random-weights", "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert e.value.code == 2 and len(lines) == 1 and needle in lines[0], err
+    code, _, err = run(capsys, *args, "--random-weights", "--out", tmp_path / "o")
+    assert code == 2 and needle in one_line_error(err), err
     assert not (tmp_path / "o").exists()
